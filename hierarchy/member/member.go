@@ -1,0 +1,468 @@
+// Package member enforces membership on a libp2p host. A hello protocol
+// exchanges certificate chains on every new connection and verifies them
+// against the organisation root; a peer that fails, or says nothing within
+// the hello timeout, is disconnected and banned for a while by the
+// connection gater; and Guard keeps every other protocol closed to any peer
+// that has not been verified.
+package member
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/control"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/internal/wire"
+)
+
+// HelloProtocol is the first protocol on every connection.
+const HelloProtocol protocol.ID = "/swdist/hello/1.0.0"
+
+// maxHello bounds a hello message: a chain of MaxChainLen certificates.
+const maxHello = 128 << 10
+
+type helloMsg struct {
+	Chain cert.Chain `cbor:"0,keyasint"`
+}
+
+// Peer is a connected peer whose chain verified.
+type Peer struct {
+	ID    peer.ID
+	Cert  cert.Cert   // the peer's own certificate
+	Certs []cert.Cert // its whole chain, leaf first
+	Chain cert.Chain
+	Since time.Time
+}
+
+// Config configures a Service.
+type Config struct {
+	Verifier *cert.Verifier
+	// Chain returns this node's current chain; renewal may change it.
+	Chain func() cert.Chain
+	// HelloTimeout is how long a new peer has to prove its membership.
+	HelloTimeout time.Duration
+	// BanFor is how long a peer that failed hello is refused by the gater.
+	BanFor time.Duration
+	// RecheckEvery is how often connected peers' chains are verified again,
+	// so that expired certificates are dropped.
+	RecheckEvery   time.Duration
+	Logger         *slog.Logger
+	OnVerified     func(Peer)
+	OnDisconnected func(peer.ID)
+}
+
+func (c *Config) setDefaults() {
+	if c.HelloTimeout == 0 {
+		c.HelloTimeout = 10 * time.Second
+	}
+	if c.BanFor == 0 {
+		c.BanFor = time.Minute
+	}
+	if c.RecheckEvery == 0 {
+		c.RecheckEvery = time.Minute
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Gater refuses connections from and to banned peers. It must be given to
+// the host at construction (libp2p.ConnectionGater), before the Service that
+// fills it exists.
+type Gater struct {
+	mu     sync.Mutex
+	banned map[peer.ID]time.Time
+	now    func() time.Time
+}
+
+// NewGater makes an empty gater.
+func NewGater() *Gater { return &Gater{banned: map[peer.ID]time.Time{}, now: time.Now} }
+
+// Ban refuses p until the given time.
+func (g *Gater) Ban(p peer.ID, until time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if until.After(g.banned[p]) {
+		g.banned[p] = until
+	}
+}
+
+// Banned reports whether p is refused now.
+func (g *Gater) Banned(p peer.ID) bool {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	until, ok := g.banned[p]
+	if ok && g.now().After(until) {
+		delete(g.banned, p)
+		return false
+	}
+	return ok
+}
+
+// InterceptPeerDial implements connmgr.ConnectionGater.
+func (g *Gater) InterceptPeerDial(p peer.ID) bool { return !g.Banned(p) }
+
+// InterceptAddrDial implements connmgr.ConnectionGater.
+func (g *Gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
+
+// InterceptAccept implements connmgr.ConnectionGater.
+func (g *Gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
+
+// InterceptSecured implements connmgr.ConnectionGater.
+func (g *Gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	return !g.Banned(p)
+}
+
+// InterceptUpgraded implements connmgr.ConnectionGater.
+func (g *Gater) InterceptUpgraded(network.Conn) (bool, control.DisconnectReason) { return true, 0 }
+
+type state struct {
+	done     chan struct{} // closed once verified or refused
+	peer     Peer
+	err      error
+	greeting bool // our hello is in flight
+	handling int  // hellos from the peer being handled now
+	verified bool // OnVerified was called: OnDisconnected is owed
+}
+
+// Service runs the hello protocol and tracks verified peers.
+type Service struct {
+	h      host.Host
+	gater  *Gater
+	cfg    Config
+	log    *slog.Logger
+	notify *network.NotifyBundle
+
+	mu    sync.Mutex
+	peers map[peer.ID]*state
+
+	stop chan struct{}
+	wg   sync.WaitGroup
+}
+
+// New makes a Service for h; Start begins enforcing.
+func New(h host.Host, g *Gater, cfg Config) *Service {
+	cfg.setDefaults()
+	return &Service{h: h, gater: g, cfg: cfg, log: cfg.Logger.With("svc", "member"),
+		peers: map[peer.ID]*state{}, stop: make(chan struct{})}
+}
+
+// Start registers the hello protocol and watches connections. Connections
+// that exist already are greeted too.
+func (s *Service) Start() {
+	s.h.SetStreamHandler(HelloProtocol, s.handleHello)
+	s.notify = &network.NotifyBundle{ConnectedF: s.connected, DisconnectedF: s.disconnected}
+	s.h.Network().Notify(s.notify)
+	for _, c := range s.h.Network().Conns() {
+		s.connected(s.h.Network(), c)
+	}
+	s.wg.Add(1)
+	go s.recheckLoop()
+}
+
+// Close stops enforcing; it does not close the host.
+func (s *Service) Close() {
+	close(s.stop)
+	s.h.Network().StopNotify(s.notify)
+	s.h.RemoveStreamHandler(HelloProtocol)
+	s.wg.Wait()
+}
+
+func (s *Service) entry(p peer.ID) *state {
+	st, ok := s.peers[p]
+	if !ok {
+		st = &state{done: make(chan struct{})}
+		s.peers[p] = st
+	}
+	return st
+}
+
+func settled(st *state) bool {
+	select {
+	case <-st.done:
+		return true
+	default:
+		return false
+	}
+}
+
+func (s *Service) connected(_ network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	s.mu.Lock()
+	st := s.entry(p)
+	greet := c.Stat().Direction == network.DirOutbound && !st.greeting && !settled(st)
+	if greet {
+		st.greeting = true
+	}
+	s.mu.Unlock()
+	if greet {
+		go s.greet(p)
+	}
+	time.AfterFunc(s.cfg.HelloTimeout, func() {
+		s.mu.Lock()
+		st, ok := s.peers[p]
+		silent := ok && !settled(st)
+		s.mu.Unlock()
+		if silent && s.h.Network().Connectedness(p) == network.Connected {
+			s.log.Info("disconnecting peer that did not prove membership", "peer", p, "after", s.cfg.HelloTimeout)
+			_ = s.h.Network().ClosePeer(p)
+		}
+	})
+}
+
+func (s *Service) disconnected(n network.Network, c network.Conn) {
+	p := c.RemotePeer()
+	if len(n.ConnsToPeer(p)) > 0 {
+		return
+	}
+	s.mu.Lock()
+	st, ok := s.peers[p]
+	delete(s.peers, p)
+	wasVerified := ok && st.verified
+	s.mu.Unlock()
+	if wasVerified && s.cfg.OnDisconnected != nil {
+		s.cfg.OnDisconnected(p)
+	}
+}
+
+// greet sends our chain to p and verifies the one it answers with.
+func (s *Service) greet(p peer.ID) {
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HelloTimeout)
+	defer cancel()
+	str, err := s.h.NewStream(ctx, p, HelloProtocol)
+	if err != nil {
+		s.greetFailed(p, fmt.Errorf("open hello stream: %w", err))
+		return
+	}
+	resp, err := wire.Call[helloMsg, helloMsg](str, helloMsg{Chain: s.cfg.Chain()}, maxHello)
+	if err != nil {
+		s.greetFailed(p, fmt.Errorf("hello: %w", err))
+		return
+	}
+	pr, err := s.verify(p, resp.Chain)
+	s.settle(p, pr, err)
+}
+
+// greetFailed handles a hello that did not complete. A peer not yet verified
+// is refused; one verified before keeps its standing, since a broken stream
+// says nothing about its membership.
+func (s *Service) greetFailed(p peer.ID, err error) {
+	s.mu.Lock()
+	st := s.entry(p)
+	st.greeting = false
+	already := settled(st)
+	s.mu.Unlock()
+	if already {
+		s.log.Debug("hello to verified peer failed", "peer", p, "err", err)
+		return
+	}
+	s.settle(p, Peer{}, err)
+}
+
+func (s *Service) handleHello(str network.Stream) {
+	p := str.Conn().RemotePeer()
+	s.mu.Lock()
+	s.entry(p).handling++
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		if st, ok := s.peers[p]; ok {
+			st.handling--
+		}
+		s.mu.Unlock()
+	}()
+	var refused error
+	_ = wire.Serve(str, maxHello, func(req helloMsg) (helloMsg, error) {
+		pr, err := s.verify(p, req.Chain)
+		if err != nil {
+			refused = err
+			return helloMsg{}, fmt.Errorf("membership refused: %v", err)
+		}
+		s.settle(p, pr, nil)
+		return helloMsg{Chain: s.cfg.Chain()}, nil
+	})
+	if refused != nil {
+		s.settle(p, Peer{}, refused)
+	}
+}
+
+func (s *Service) verify(p peer.ID, ch cert.Chain) (Peer, error) {
+	certs, err := s.cfg.Verifier.Verify(ch)
+	if err != nil {
+		return Peer{}, err
+	}
+	if certs[0].PeerID != p {
+		return Peer{}, fmt.Errorf("certificate is for %s, the connection is from %s", certs[0].PeerID, p)
+	}
+	return Peer{ID: p, Cert: certs[0], Certs: certs, Chain: ch, Since: time.Now()}, nil
+}
+
+// settle records the outcome of a hello with p. A refused peer is
+// disconnected and banned; a verified one is announced. A peer verified
+// before that says hello again (after renewing its certificate) has its
+// record replaced.
+func (s *Service) settle(p peer.ID, pr Peer, err error) {
+	s.mu.Lock()
+	st := s.entry(p)
+	st.greeting = false
+	already := settled(st)
+	switch {
+	case already && st.err != nil:
+		s.mu.Unlock()
+		return
+	case already && err == nil:
+		pr.Since = st.peer.Since
+		st.peer = pr
+		s.mu.Unlock()
+		return
+	case !already:
+		st.peer, st.err = pr, err
+		st.verified = err == nil
+		close(st.done)
+	default: // already verified, now refused
+		st.err = err
+	}
+	s.mu.Unlock()
+	if err != nil {
+		s.refuse(p, err)
+		return
+	}
+	s.log.Debug("peer verified", "peer", p, "role", pr.Cert.Role, "site", pr.Cert.Site)
+	if s.cfg.OnVerified != nil {
+		s.cfg.OnVerified(pr)
+	}
+}
+
+func (s *Service) refuse(p peer.ID, err error) {
+	if errors.Is(err, context.Canceled) {
+		return
+	}
+	s.log.Warn("peer refused", "peer", p, "reason", err)
+	s.gater.Ban(p, time.Now().Add(s.cfg.BanFor))
+	_ = s.h.Network().ClosePeer(p)
+}
+
+// Wait blocks until p is verified or refused, or ctx ends.
+func (s *Service) Wait(ctx context.Context, p peer.ID) (Peer, error) {
+	s.mu.Lock()
+	st := s.entry(p)
+	s.mu.Unlock()
+	select {
+	case <-st.done:
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return st.peer, st.err
+	case <-ctx.Done():
+		return Peer{}, fmt.Errorf("peer %s not verified: %w", p, ctx.Err())
+	}
+}
+
+// Peer returns p's record if it is connected and verified.
+func (s *Service) Peer(p peer.ID) (Peer, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, ok := s.peers[p]
+	if !ok || !settled(st) || st.err != nil {
+		return Peer{}, false
+	}
+	return st.peer, true
+}
+
+// Peers lists the connected, verified peers.
+func (s *Service) Peers() []Peer {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []Peer
+	for _, st := range s.peers {
+		if settled(st) && st.err == nil {
+			out = append(out, st.peer)
+		}
+	}
+	return out
+}
+
+// guardGrace is how long Guard waits for a peer's hello to begin. A member
+// always has its hello under way before it uses another protocol; only the
+// answer may still be on its way.
+const guardGrace = time.Second
+
+// Guard wraps a handler so that it runs only for verified peers; streams
+// from anyone else are reset. A stream that races its peer's hello waits
+// for the hello while one is under way.
+func (s *Service) Guard(h func(Peer, network.Stream)) network.StreamHandler {
+	return func(str network.Stream) {
+		p := str.Conn().RemotePeer()
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.HelloTimeout)
+		defer cancel()
+		pr, err := s.waitGuarded(ctx, p)
+		if err != nil {
+			_ = str.Reset()
+			return
+		}
+		h(pr, str)
+	}
+}
+
+func (s *Service) waitGuarded(ctx context.Context, p peer.ID) (Peer, error) {
+	for {
+		gctx, cancel := context.WithTimeout(ctx, guardGrace)
+		pr, err := s.Wait(gctx, p)
+		cancel()
+		if err == nil || ctx.Err() != nil || gctx.Err() == nil {
+			return pr, err // verified, refused, or out of time
+		}
+		s.mu.Lock()
+		st, ok := s.peers[p]
+		underway := ok && (st.greeting || st.handling > 0)
+		s.mu.Unlock()
+		if !underway {
+			return Peer{}, fmt.Errorf("peer %s has not said hello", p)
+		}
+	}
+}
+
+// Reannounce sends this node's current chain to every verified peer, so
+// that they hold its renewed certificate.
+func (s *Service) Reannounce() {
+	for _, pr := range s.Peers() {
+		s.mu.Lock()
+		st := s.entry(pr.ID)
+		st.greeting = true
+		s.mu.Unlock()
+		go s.greet(pr.ID)
+	}
+}
+
+// Recheck verifies every connected peer's chain again (after a revocation,
+// or as time passes) and disconnects those that no longer pass.
+func (s *Service) Recheck() {
+	for _, pr := range s.Peers() {
+		if _, err := s.cfg.Verifier.Verify(pr.Chain); err != nil {
+			s.settle(pr.ID, Peer{}, err)
+		}
+	}
+}
+
+func (s *Service) recheckLoop() {
+	defer s.wg.Done()
+	t := time.NewTicker(s.cfg.RecheckEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.Recheck()
+		}
+	}
+}

@@ -1,0 +1,219 @@
+package tree
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/internal/wire"
+)
+
+// Protocol answers a parent's request for this node's subtree.
+const Protocol protocol.ID = "/swdist/tree/1.0.0"
+
+// maxView bounds a subtree answer: 16 MiB is about 60,000 nodes.
+const maxView = 16 << 20
+
+// Node is one node of a tree view, with its children nested.
+type Node struct {
+	PeerID        string    `json:"peer_id"`
+	Role          string    `json:"role"`
+	Site          string    `json:"site"`
+	Groups        []string  `json:"groups,omitempty"`
+	Addrs         []string  `json:"addrs"`
+	Online        bool      `json:"online"`
+	LastSeen      time.Time `json:"last_seen"`
+	ChildrenCount int       `json:"children_count"`
+	Children      []Node    `json:"children"`
+	// Error says why a relay's subtree is missing from the view.
+	Error string `json:"error,omitempty"`
+}
+
+// flatNode is a Node on the wire: a list with parent indexes keeps the
+// decoder's nesting bound small however deep the tree.
+type flatNode struct {
+	Up            int      `cbor:"0,keyasint"` // index of the parent, -1 for the top
+	PeerID        string   `cbor:"1,keyasint"`
+	Role          string   `cbor:"2,keyasint"`
+	Site          string   `cbor:"3,keyasint"`
+	Groups        []string `cbor:"4,keyasint,omitempty"`
+	Addrs         []string `cbor:"5,keyasint,omitempty"`
+	Online        bool     `cbor:"6,keyasint"`
+	LastSeen      int64    `cbor:"7,keyasint"`
+	ChildrenCount int      `cbor:"8,keyasint"`
+	Error         string   `cbor:"9,keyasint,omitempty"`
+}
+
+func flatten(n Node) []flatNode {
+	var out []flatNode
+	var walk func(n Node, up int)
+	walk = func(n Node, up int) {
+		i := len(out)
+		out = append(out, flatNode{Up: up, PeerID: n.PeerID, Role: n.Role, Site: n.Site, Groups: n.Groups,
+			Addrs: n.Addrs, Online: n.Online, LastSeen: n.LastSeen.Unix(), ChildrenCount: n.ChildrenCount, Error: n.Error})
+		for _, c := range n.Children {
+			walk(c, i)
+		}
+	}
+	walk(n, -1)
+	return out
+}
+
+func unflatten(list []flatNode) (Node, error) {
+	if len(list) == 0 || list[0].Up != -1 {
+		return Node{}, errors.New("empty tree view")
+	}
+	kids := make([][]int, len(list))
+	for i, f := range list[1:] {
+		if f.Up < 0 || f.Up > i {
+			return Node{}, fmt.Errorf("tree view entry %d has parent %d", i+1, f.Up)
+		}
+		kids[f.Up] = append(kids[f.Up], i+1)
+	}
+	var build func(i int) Node
+	build = func(i int) Node {
+		f := list[i]
+		n := Node{PeerID: f.PeerID, Role: f.Role, Site: f.Site, Groups: f.Groups, Addrs: f.Addrs, Online: f.Online,
+			LastSeen: time.Unix(f.LastSeen, 0).UTC(), ChildrenCount: f.ChildrenCount, Error: f.Error, Children: []Node{}}
+		for _, k := range kids[i] {
+			n.Children = append(n.Children, build(k))
+		}
+		return n
+	}
+	return build(0), nil
+}
+
+type viewReq struct {
+	Depth int `cbor:"0,keyasint"`
+}
+
+type viewResp struct {
+	Nodes []flatNode `cbor:"0,keyasint"`
+}
+
+// ViewConfig configures a Viewer.
+type ViewConfig struct {
+	Member   *member.Service
+	Registry *Registry
+	// Self returns this node's own certificate.
+	Self func() cert.Cert
+	// Timeout bounds the question to each child relay.
+	Timeout time.Duration
+	Logger  *slog.Logger
+}
+
+// Viewer builds tree views of this node's subtree and answers its parent's
+// tree requests.
+type Viewer struct {
+	h   host.Host
+	cfg ViewConfig
+	log *slog.Logger
+}
+
+// NewViewer makes a Viewer; Start registers its protocol.
+func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree")}
+}
+
+// Start registers the tree protocol; only this node's parent may ask.
+func (v *Viewer) Start() {
+	v.h.SetStreamHandler(Protocol, v.cfg.Member.Guard(func(pr member.Peer, s network.Stream) {
+		self := v.cfg.Self()
+		if pr.ID != self.Parent {
+			v.log.Warn("tree request from a peer that is not the parent", "peer", pr.ID)
+			_ = s.Reset()
+			return
+		}
+		_ = wire.Serve(s, 1024, func(req viewReq) (viewResp, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout)
+			defer cancel()
+			return viewResp{Nodes: flatten(v.View(ctx, req.Depth))}, nil
+		})
+	}))
+}
+
+// Close removes the protocol.
+func (v *Viewer) Close() { v.h.RemoveStreamHandler(Protocol) }
+
+// View returns this node's subtree down to depth levels below it (negative:
+// all). Child relays that are online are asked for their own subtrees in
+// parallel; one that does not answer is shown with an error.
+func (v *Viewer) View(ctx context.Context, depth int) Node {
+	self := v.cfg.Self()
+	top := Node{PeerID: self.PeerID.String(), Role: string(self.Role), Site: self.Site, Groups: self.Groups,
+		Addrs: addrStrings(v.h.Addrs()), Online: true, LastSeen: time.Now().UTC().Truncate(time.Second), Children: []Node{}}
+	children := v.cfg.Registry.List()
+	for _, c := range children {
+		if !c.Revoked {
+			top.ChildrenCount++
+		}
+	}
+	if depth == 0 {
+		return top
+	}
+	top.Children = make([]Node, 0, top.ChildrenCount)
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for _, c := range children {
+		if c.Revoked {
+			continue
+		}
+		n := Node{PeerID: c.PeerID.String(), Role: string(c.Role), Site: c.Site, Groups: c.Groups, Addrs: c.Addrs,
+			Online: c.Online, LastSeen: c.LastSeen.UTC().Truncate(time.Second), Children: []Node{}}
+		if c.Online {
+			n.LastSeen = top.LastSeen
+			if live := v.h.Peerstore().Addrs(c.PeerID); len(live) > 0 {
+				n.Addrs = addrStrings(live)
+			}
+		}
+		top.Children = append(top.Children, n)
+		if c.Online && c.Role == cert.RoleRelay {
+			i := len(top.Children) - 1
+			wg.Add(1)
+			go func(p peer.ID) {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				sub, err := v.ask(ctx, p, depth-1)
+				if err != nil {
+					top.Children[i].Error = err.Error()
+					return
+				}
+				sub.Online, sub.LastSeen = true, top.LastSeen
+				top.Children[i] = sub
+			}(c.PeerID)
+		}
+	}
+	wg.Wait()
+	return top
+}
+
+func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int) (Node, error) {
+	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
+	defer cancel()
+	s, err := v.h.NewStream(network.WithNoDial(ctx, "only ask connected children"), p, Protocol)
+	if err != nil {
+		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, err)
+	}
+	resp, err := wire.Call[viewReq, viewResp](s, viewReq{Depth: depth}, maxView)
+	if err != nil {
+		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, err)
+	}
+	return unflatten(resp.Nodes)
+}
