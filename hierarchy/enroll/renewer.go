@@ -51,29 +51,32 @@ func NewRenewer(cfg RenewerConfig) *Renewer {
 }
 
 // due is when ch should be renewed: the At fraction of the way from its
-// leaf's not-before to the chain's earliest expiry.
-func (r *Renewer) due(ch cert.Chain) (time.Time, error) {
+// issue (not-before is backdated by the clock skew allowance) to the chain's
+// earliest expiry. Renewals are spaced by at least MinInterval, or a tenth
+// of the span for very short-lived certificates.
+func (r *Renewer) due(ch cert.Chain) (at time.Time, spacing time.Duration, err error) {
 	leaf, err := ch.Leaf()
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
 	end, err := ch.NotAfter()
 	if err != nil {
-		return time.Time{}, err
+		return time.Time{}, 0, err
 	}
-	span := end.Sub(leaf.NotBefore)
-	return leaf.NotBefore.Add(time.Duration(float64(span) * r.cfg.At)), nil
+	issued := leaf.NotBefore.Add(cert.ClockSkew)
+	span := end.Sub(issued)
+	return issued.Add(time.Duration(float64(span) * r.cfg.At)), min(r.cfg.MinInterval, span/10), nil
 }
 
 // Run renews whenever due until ctx ends.
 func (r *Renewer) Run(ctx context.Context) error {
 	var last time.Time
 	for {
-		at, err := r.due(r.cfg.Chain())
+		at, spacing, err := r.due(r.cfg.Chain())
 		if err != nil {
 			return fmt.Errorf("read own certificate: %w", err)
 		}
-		if earliest := last.Add(r.cfg.MinInterval); at.Before(earliest) {
+		if earliest := last.Add(spacing); at.Before(earliest) {
 			at = earliest
 		}
 		select {
