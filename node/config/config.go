@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -177,11 +178,13 @@ func Load(path string) (Config, error) {
 		var de *toml.DecodeError
 		var se *toml.StrictMissingError
 		switch {
+		case errors.As(err, &se) && len(se.Errors) > 0:
+			e := se.Errors[0]
+			row, _ := e.Position()
+			return Config{}, fmt.Errorf("config %s line %d: unknown key %q: check its spelling against 'swdist --help' and README.md", path, row, strings.Join(e.Key(), "."))
 		case errors.As(err, &de):
 			row, col := de.Position()
 			return Config{}, fmt.Errorf("config %s line %d column %d: %s", path, row, col, de.Error())
-		case errors.As(err, &se):
-			return Config{}, fmt.Errorf("config %s: unknown key:\n%s", path, se.String())
 		}
 		return Config{}, fmt.Errorf("config %s: %w", path, err)
 	}

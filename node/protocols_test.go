@@ -1,0 +1,112 @@
+package node_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
+	"io"
+	"os"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/swdist/swdist/hierarchy/enroll"
+	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/hierarchy/revoke"
+	"github.com/swdist/swdist/hierarchy/tree"
+	"github.com/swdist/swdist/internal/wire"
+)
+
+func frame(n uint64, body []byte) []byte {
+	buf := binary.AppendUvarint(nil, n)
+	return append(buf, body...)
+}
+
+// badInputs are frames no handler may choke on.
+var badInputs = []struct {
+	name string
+	data []byte
+}{
+	{"garbage", []byte("\xff\xfe\xfd this is not cbor at all")},
+	{"huge length prefix", frame(1<<40, []byte("x"))},
+	{"length just over a megabyte", frame(1<<20+1, bytes.Repeat([]byte{0xa0}, 4096))},
+	{"truncated frame", frame(100, []byte{0xa1, 0x00})},
+	{"cbor of the wrong shape", frame(3, []byte{0x83, 0x01, 0x02})},
+	{"deeply nested cbor", frame(2000, bytes.Repeat([]byte{0x81}, 2000))},
+	{"empty stream", nil},
+}
+
+// sendBad writes data on a new stream for proto, closes its write side and
+// reads whatever comes back. It returns how the exchange ended; it must end
+// (the handler must not hang) and must not be a success.
+func sendBad(t *testing.T, from host.Host, to peer.ID, proto protocol.ID, data []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := from.NewStream(ctx, to, proto)
+	if err != nil {
+		return // refused outright: fine
+	}
+	defer s.Reset()
+	s.SetDeadline(time.Now().Add(40 * time.Second)) // beyond the handlers' own 30 s deadline
+	_, _ = s.Write(data)
+	_ = s.CloseWrite()
+	resp, err := io.ReadAll(io.LimitReader(s, 1<<20))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: the handler hung on bad input", proto)
+	}
+	if err != nil || len(resp) == 0 {
+		return // reset or closed: fine
+	}
+	// An answer must be an error response (field 1), never a result.
+	var answer map[int]any
+	if err := wire.Read(bytes.NewReader(resp), 1<<20, &answer); err != nil {
+		t.Fatalf("%s answered bad input with an unreadable frame: %v", proto, err)
+	}
+	if _, isErr := answer[1]; !isErr {
+		t.Errorf("%s answered bad input with a result: %v", proto, answer)
+	}
+}
+
+func TestProtocolsSurviveBadInput(t *testing.T) {
+	c := standard(t)
+	relay := c.nodes["relay-a"].Host()
+	// Each guarded protocol gets its bad input from a peer whose requests it
+	// reads: the tree from the relay's parent, renewal from a child,
+	// revocations from any member.
+	guarded := []struct {
+		from  host.Host
+		proto protocol.ID
+	}{
+		{c.nodes["server"].Host(), tree.Protocol},
+		{c.nodes["a1"].Host(), enroll.RenewProtocol},
+		{c.nodes["a2"].Host(), revoke.Protocol},
+	}
+	for _, in := range badInputs {
+		t.Run(in.name, func(t *testing.T) {
+			for _, g := range guarded {
+				sendBad(t, g.from, relay.ID(), g.proto, in.data)
+			}
+			// Enroll answers anyone; an outsider sends it garbage.
+			outsider, err := libp2p.New(libp2p.NoListenAddrs)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer outsider.Close()
+			if err := outsider.Connect(context.Background(), peer.AddrInfo{ID: relay.ID(), Addrs: relay.Addrs()}); err != nil {
+				t.Fatal(err)
+			}
+			sendBad(t, outsider, relay.ID(), enroll.EnrollProtocol, in.data)
+			sendBad(t, outsider, relay.ID(), member.HelloProtocol, in.data)
+		})
+	}
+	// The relay still serves its subtree, and a1 is still a member.
+	eventually(t, "tree still complete", func() bool {
+		return onlineIn(c.nodes["server"], c.id("a1")) && onlineIn(c.nodes["server"], c.id("a2"))
+	})
+}
