@@ -250,12 +250,13 @@ func (s *Service) greet(p peer.ID) {
 		return
 	}
 	pr, err := s.verify(p, resp.Chain)
-	s.settle(p, pr, err)
+	s.settle(p, pr, err, true)
 }
 
-// greetFailed handles a hello that did not complete. A peer not yet verified
-// is refused; one verified before keeps its standing, since a broken stream
-// says nothing about its membership.
+// greetFailed handles a hello that did not complete: the stream broke, or
+// the peer refused this node. A peer not yet verified is disconnected but
+// not banned (a refusal says something about this node's certificate, not
+// the peer's); one verified before keeps its standing.
 func (s *Service) greetFailed(p peer.ID, err error) {
 	s.mu.Lock()
 	st := s.entry(p)
@@ -266,7 +267,7 @@ func (s *Service) greetFailed(p peer.ID, err error) {
 		s.log.Debug("hello to verified peer failed", "peer", p, "err", err)
 		return
 	}
-	s.settle(p, Peer{}, err)
+	s.settle(p, Peer{}, err, false)
 }
 
 func (s *Service) handleHello(str network.Stream) {
@@ -288,11 +289,11 @@ func (s *Service) handleHello(str network.Stream) {
 			refused = err
 			return helloMsg{}, fmt.Errorf("membership refused: %v", err)
 		}
-		s.settle(p, pr, nil)
+		s.settle(p, pr, nil, false)
 		return helloMsg{Chain: s.cfg.Chain()}, nil
 	})
 	if refused != nil {
-		s.settle(p, Peer{}, refused)
+		s.settle(p, Peer{}, refused, true)
 	}
 }
 
@@ -308,10 +309,10 @@ func (s *Service) verify(p peer.ID, ch cert.Chain) (Peer, error) {
 }
 
 // settle records the outcome of a hello with p. A refused peer is
-// disconnected and banned; a verified one is announced. A peer verified
-// before that says hello again (after renewing its certificate) has its
-// record replaced.
-func (s *Service) settle(p peer.ID, pr Peer, err error) {
+// disconnected, and banned if ban is set (its chain failed verification);
+// a verified one is announced. A peer verified before that says hello again
+// (after renewing its certificate) has its record replaced.
+func (s *Service) settle(p peer.ID, pr Peer, err error, ban bool) {
 	s.mu.Lock()
 	st := s.entry(p)
 	st.greeting = false
@@ -334,7 +335,7 @@ func (s *Service) settle(p peer.ID, pr Peer, err error) {
 	}
 	s.mu.Unlock()
 	if err != nil {
-		s.refuse(p, err)
+		s.refuse(p, err, ban)
 		return
 	}
 	s.log.Debug("peer verified", "peer", p, "role", pr.Cert.Role, "site", pr.Cert.Site)
@@ -343,14 +344,26 @@ func (s *Service) settle(p peer.ID, pr Peer, err error) {
 	}
 }
 
-func (s *Service) refuse(p peer.ID, err error) {
+func (s *Service) refuse(p peer.ID, err error, ban bool) {
 	if errors.Is(err, context.Canceled) {
+		return
+	}
+	if !ban {
+		s.log.Info("hello failed; disconnecting", "peer", p, "err", err)
+		_ = s.h.Network().ClosePeer(p)
 		return
 	}
 	s.log.Warn("peer refused", "peer", p, "reason", err)
 	s.gater.Ban(p, time.Now().Add(s.cfg.BanFor))
-	_ = s.h.Network().ClosePeer(p)
+	// Close a moment later, so that the refusal's reason reaches the peer
+	// (its operator needs it); the gater refuses new streams' connections
+	// at once, and guarded protocols refuse it already.
+	time.AfterFunc(refuseLinger, func() { _ = s.h.Network().ClosePeer(p) })
 }
+
+// refuseLinger is how long a refused peer's connection stays open so that
+// the reason for the refusal can be read.
+const refuseLinger = 500 * time.Millisecond
 
 // Wait blocks until p is verified or refused, or ctx ends.
 func (s *Service) Wait(ctx context.Context, p peer.ID) (Peer, error) {
@@ -448,7 +461,7 @@ func (s *Service) Reannounce() {
 func (s *Service) Recheck() {
 	for _, pr := range s.Peers() {
 		if _, err := s.cfg.Verifier.Verify(pr.Chain); err != nil {
-			s.settle(pr.ID, Peer{}, err)
+			s.settle(pr.ID, Peer{}, err, true)
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/event"
@@ -13,6 +14,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 )
 
@@ -96,7 +98,11 @@ func (l *Link) Run(ctx context.Context) error {
 		if err != nil {
 			wait := Backoff(attempt, l.cfg.MinBackoff, l.cfg.MaxBackoff)
 			attempt++
-			l.log.Info("parent unreachable; retrying", "err", err, "attempt", attempt, "in", wait.Round(time.Millisecond))
+			if strings.Contains(err.Error(), cert.ErrRevoked.Error()) {
+				l.log.Error("the parent refuses this node: it was revoked; enroll it again with a new token", "err", err)
+			} else {
+				l.log.Info("parent unreachable; retrying", "err", err, "attempt", attempt, "in", wait.Round(time.Millisecond))
+			}
 			select {
 			case <-ctx.Done():
 				return nil
