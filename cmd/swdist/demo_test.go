@@ -1,0 +1,67 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"github.com/swdist/swdist/hierarchy/tree"
+)
+
+// TestDemo runs 'swdist demo --json' as the README's first command does and
+// checks the tree it reports against the layout it promises.
+func TestDemo(t *testing.T) {
+	var out, errOut bytes.Buffer
+	if code := run([]string{"demo", "--json"}, &out, &errOut); code != exitOK {
+		t.Fatalf("demo exited %d: %s", code, errOut.String())
+	}
+	var res demoResult
+	if err := json.Unmarshal(out.Bytes(), &res); err != nil {
+		t.Fatalf("demo --json is not a document: %v\n%s", err, out.String())
+	}
+	// Shape: role and site of every node, children in the order shown.
+	type shape struct {
+		role, site string
+		kids       []shape
+	}
+	var project func(n tree.Node) shape
+	project = func(n tree.Node) shape {
+		if !n.Online {
+			t.Errorf("%s %s (%s) is offline", n.Role, n.Site, n.PeerID)
+		}
+		if n.ChildrenCount != len(n.Children) {
+			t.Errorf("%s %s lists %d children of %d", n.Role, n.Site, len(n.Children), n.ChildrenCount)
+		}
+		s := shape{role: n.Role, site: n.Site}
+		for _, c := range n.Children {
+			s.kids = append(s.kids, project(c))
+		}
+		return s
+	}
+	got := project(res.Tree)
+	clients := func(site string) []shape {
+		return []shape{{role: "client", site: site}, {role: "client", site: site}, {role: "client", site: site}}
+	}
+	want := shape{role: "server", site: "hq", kids: []shape{
+		{role: "relay", site: "a", kids: append([]shape{{role: "relay", site: "c", kids: clients("c")}}, clients("a")...)},
+		{role: "relay", site: "b", kids: clients("b")},
+	}}
+	var equal func(a, b shape) bool
+	equal = func(a, b shape) bool {
+		if a.role != b.role || a.site != b.site || len(a.kids) != len(b.kids) {
+			return false
+		}
+		for i := range a.kids {
+			if !equal(a.kids[i], b.kids[i]) {
+				return false
+			}
+		}
+		return true
+	}
+	if !equal(got, want) {
+		t.Errorf("demo tree = %+v\nwant %+v", got, want)
+	}
+	if res.Outsider == "" {
+		t.Error("demo did not report the outsider")
+	}
+}
