@@ -17,51 +17,15 @@ import (
 
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/internal/certtest"
 )
 
 const testProto = "/swdist/test/1.0.0"
 
-// org is an organisation for tests: a root key and its verifier.
-type org struct {
-	root crypto.PrivKey
-	v    *cert.Verifier
-}
-
-func newOrg(t *testing.T) org {
-	t.Helper()
-	k, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := cert.NewVerifier(k.GetPublic())
-	if err != nil {
-		t.Fatal(err)
-	}
-	return org{root: k, v: v}
-}
-
-// rootChain makes a root node certificate for key, valid from nb to na.
-func (o org) rootChain(t *testing.T, key crypto.PrivKey, nb, na time.Time) cert.Chain {
-	t.Helper()
-	id, _ := peer.IDFromPrivateKey(key)
-	s, err := cert.Issue(cert.Cert{PeerID: id, Role: cert.RoleServer, Site: "hq", Org: o.v.Org, NotBefore: nb, NotAfter: na}, o.root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cert.Chain{s}
-}
-
-// childChain makes a certificate for child, issued by the holder of parent.
-func (o org) childChain(t *testing.T, parentKey crypto.PrivKey, parent cert.Chain, child peer.ID, role cert.Role) cert.Chain {
-	t.Helper()
-	pid, _ := peer.IDFromPrivateKey(parentKey)
-	now := time.Now()
-	s, err := cert.Issue(cert.Cert{PeerID: child, Role: role, Parent: pid, Site: "a", Org: o.v.Org,
-		NotBefore: now.Add(-time.Minute), NotAfter: now.Add(time.Hour)}, parentKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return append(cert.Chain{s}, parent...)
+// chainFor makes a certificate chain for key: a child of parent of the
+// given role, at site a, valid for an hour.
+func chainFor(t *testing.T, o certtest.Org, parent certtest.Node, key crypto.PrivKey, role cert.Role) cert.Chain {
+	return o.ChildWithKey(t, parent, key, role, "a").Chain
 }
 
 type member_ struct {
@@ -69,14 +33,6 @@ type member_ struct {
 	key crypto.PrivKey
 	svc *member.Service
 	got atomic.Int32 // streams that reached the guarded test handler
-}
-
-func newKey(t *testing.T) crypto.PrivKey {
-	k, _, err := crypto.GenerateEd25519Key(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 // newHost starts a real libp2p host on loopback TCP with a gater.
@@ -134,14 +90,11 @@ func ask(ctx context.Context, from host.Host, to peer.ID) error {
 func TestMembersVerifyEachOther(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o := newOrg(t)
-	now := time.Now()
-	rootKey := newKey(t)
-	rootChain := o.rootChain(t, rootKey, now.Add(-time.Minute), now.Add(time.Hour))
-	root := startMember(t, rootKey, rootChain, o.v)
-	childKey := newKey(t)
-	childID, _ := peer.IDFromPrivateKey(childKey)
-	child := startMember(t, childKey, o.childChain(t, rootKey, rootChain, childID, cert.RoleClient), o.v)
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	root := startMember(t, rn.Key, rn.Chain, o.V)
+	childKey := certtest.NewKey(t)
+	child := startMember(t, childKey, chainFor(t, o, rn, childKey, cert.RoleClient), o.V)
 
 	if err := connect(ctx, child.h, root.h); err != nil {
 		t.Fatal(err)
@@ -172,48 +125,50 @@ func TestMembersVerifyEachOther(t *testing.T) {
 // refusedCase is a peer that dials a member with a chain it must refuse.
 type refusedCase struct {
 	name  string
-	chain func(t *testing.T, o org, rootKey crypto.PrivKey, rootChain cert.Chain, key crypto.PrivKey) cert.Chain
+	chain func(t *testing.T, o certtest.Org, root certtest.Node, key crypto.PrivKey) cert.Chain
 	want  error
 }
 
 func TestRefusedPeers(t *testing.T) {
 	cases := []refusedCase{
-		{"another organisation", func(t *testing.T, _ org, _ crypto.PrivKey, _ cert.Chain, key crypto.PrivKey) cert.Chain {
-			other := newOrg(t)
-			return other.rootChain(t, key, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
+		{"another organisation", func(t *testing.T, _ certtest.Org, _ certtest.Node, key crypto.PrivKey) cert.Chain {
+			other := certtest.NewOrg(t)
+			return chainFor(t, other, other.RootNode(t), key, cert.RoleClient)
 		}, cert.ErrWrongOrg},
-		{"expired certificate", func(t *testing.T, o org, _ crypto.PrivKey, _ cert.Chain, key crypto.PrivKey) cert.Chain {
-			return o.rootChain(t, key, time.Now().Add(-3*time.Hour), time.Now().Add(-2*time.Hour))
+		{"expired certificate", func(t *testing.T, o certtest.Org, _ certtest.Node, key crypto.PrivKey) cert.Chain {
+			// An expired root certificate in the chain.
+			old := o.RootValid(t, time.Now().Add(-3*time.Hour), time.Now().Add(-2*time.Hour))
+			s, err := cert.Issue(cert.Cert{PeerID: certtest.ID(t, key), Role: cert.RoleClient, Parent: old.ID, Site: "a", Org: o.V.Org,
+				NotBefore: time.Now().Add(-3 * time.Hour), NotAfter: time.Now().Add(-2 * time.Hour)}, old.Key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return append(cert.Chain{s}, old.Chain...)
 		}, cert.ErrExpired},
-		{"certificate of another peer", func(t *testing.T, o org, rootKey crypto.PrivKey, rootChain cert.Chain, _ crypto.PrivKey) cert.Chain {
-			stolen, _ := peer.IDFromPrivateKey(newKey(t))
-			return o.childChain(t, rootKey, rootChain, stolen, cert.RoleClient)
+		{"certificate of another peer", func(t *testing.T, o certtest.Org, root certtest.Node, _ crypto.PrivKey) cert.Chain {
+			return chainFor(t, o, root, certtest.NewKey(t), cert.RoleClient)
 		}, nil},
-		{"self-issued child certificate", func(t *testing.T, o org, rootKey crypto.PrivKey, rootChain cert.Chain, key crypto.PrivKey) cert.Chain {
-			id, _ := peer.IDFromPrivateKey(key)
-			rootID, _ := peer.IDFromPrivateKey(rootKey)
+		{"self-issued child certificate", func(t *testing.T, o certtest.Org, root certtest.Node, key crypto.PrivKey) cert.Chain {
 			// Claims the root as parent, but is signed by its own key.
-			s, err := cert.Issue(cert.Cert{PeerID: id, Role: cert.RoleRelay, Parent: rootID, Site: "a", Org: o.v.Org,
+			s, err := cert.Issue(cert.Cert{PeerID: certtest.ID(t, key), Role: cert.RoleRelay, Parent: root.ID, Site: "a", Org: o.V.Org,
 				NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour)}, key)
 			if err != nil {
 				t.Fatal(err)
 			}
-			return append(cert.Chain{s}, rootChain...)
+			return append(cert.Chain{s}, root.Chain...)
 		}, cert.ErrBadSignature},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			o := newOrg(t)
-			now := time.Now()
-			rootKey := newKey(t)
-			rootChain := o.rootChain(t, rootKey, now.Add(-time.Minute), now.Add(time.Hour))
-			root := startMember(t, rootKey, rootChain, o.v)
-			// The intruder runs a member service too, with a verifier
-			// that accepts anything, so it really says hello.
-			key := newKey(t)
-			bad := startMember(t, key, tc.chain(t, o, rootKey, rootChain, key), o.v)
+			o := certtest.NewOrg(t)
+			rn := o.RootNode(t)
+			root := startMember(t, rn.Key, rn.Chain, o.V)
+			// The intruder runs a member service too, so it really says
+			// hello, with the chain under test.
+			key := certtest.NewKey(t)
+			bad := startMember(t, key, tc.chain(t, o, rn, key), o.V)
 
 			_ = connect(ctx, bad.h, root.h)
 			_, err := root.svc.Wait(ctx, bad.h.ID())
@@ -256,10 +211,10 @@ func waitDisconnected(t *testing.T, h host.Host, p peer.ID) {
 func TestOutsider(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o := newOrg(t)
-	rootKey := newKey(t)
-	root := startMember(t, rootKey, o.rootChain(t, rootKey, time.Now().Add(-time.Minute), time.Now().Add(time.Hour)), o.v)
-	outsider := newHost(t, newKey(t), nil)
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	root := startMember(t, rn.Key, rn.Chain, o.V)
+	outsider := newHost(t, certtest.NewKey(t), nil)
 	if err := connect(ctx, outsider, root.h); err != nil {
 		t.Fatal(err)
 	}
@@ -286,10 +241,10 @@ func TestOutsider(t *testing.T) {
 func TestRecheckDropsRevoked(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o := newOrg(t)
+	o := certtest.NewOrg(t)
 	var revoked atomic.Value
 	revoked.Store(peer.ID(""))
-	v := *o.v
+	v := *o.V
 	v.Revoked = func(certs []cert.Cert) error {
 		for _, c := range certs {
 			if c.PeerID == revoked.Load().(peer.ID) {
@@ -298,12 +253,11 @@ func TestRecheckDropsRevoked(t *testing.T) {
 		}
 		return nil
 	}
-	rootKey := newKey(t)
-	rootChain := o.rootChain(t, rootKey, time.Now().Add(-time.Minute), time.Now().Add(time.Hour))
-	root := startMember(t, rootKey, rootChain, &v)
-	childKey := newKey(t)
-	childID, _ := peer.IDFromPrivateKey(childKey)
-	child := startMember(t, childKey, o.childChain(t, rootKey, rootChain, childID, cert.RoleClient), o.v)
+	rn := o.RootNode(t)
+	root := startMember(t, rn.Key, rn.Chain, &v)
+	childKey := certtest.NewKey(t)
+	childID := certtest.ID(t, childKey)
+	child := startMember(t, childKey, chainFor(t, o, rn, childKey, cert.RoleClient), o.V)
 	if err := connect(ctx, child.h, root.h); err != nil {
 		t.Fatal(err)
 	}
