@@ -65,7 +65,7 @@ type Node struct {
 }
 
 // Open loads the node in h and builds its services; Start starts them.
-func Open(ctx context.Context, h home.Home, opts Options) (n *Node, err error) {
+func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if !h.Initialised() {
 		return nil, fmt.Errorf("%s holds no node: create one with 'swdist init' or 'swdist join TOKEN' (or pass --home)", h.Dir)
 	}
@@ -77,10 +77,10 @@ func Open(ctx context.Context, h home.Home, opts Options) (n *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{home: h, cfg: cfg, log: log}
+	n := &Node{home: h, cfg: cfg, log: log}
 	defer func() {
 		if err != nil {
-			n.Close()
+			n.Close() // whatever was opened before the error
 		}
 	}()
 	if n.key, err = home.ReadKey(h.NodeKey()); err != nil {

@@ -1,0 +1,399 @@
+package main
+
+// Multi-process tests: the real binary, one process per node, each in its
+// own home, talking over loopback; checked through the CLI's --json output.
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/swdist/swdist/hierarchy/tree"
+	"github.com/swdist/swdist/node/api"
+)
+
+var binary string // built once by TestMain
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "swbin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary = filepath.Join(dir, "swdist")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build swdist: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type result struct {
+	stdout, stderr string
+	code           int
+}
+
+// cli runs the binary with --home and args, bounded in time.
+func cli(t *testing.T, home string, args ...string) result {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, binary, append(args, "--home", home)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("run swdist %v: %v", args, err)
+	}
+	return result{out.String(), errOut.String(), code}
+}
+
+// must runs cli and fails the test unless it exits 0; it decodes --json
+// output into v when v is not nil.
+func must(t *testing.T, v any, home string, args ...string) {
+	t.Helper()
+	r := cli(t, home, args...)
+	if r.code != 0 {
+		t.Fatalf("swdist %v exited %d:\n%s", args, r.code, r.stderr)
+	}
+	if v != nil {
+		if err := json.Unmarshal([]byte(r.stdout), v); err != nil {
+			t.Fatalf("swdist %v: output is not JSON: %v\n%s", args, err, r.stdout)
+		}
+	}
+}
+
+// shortDir returns a directory with a path short enough for Unix sockets.
+func shortDir(t *testing.T) string {
+	t.Helper()
+	d, err := os.MkdirTemp("", "sw")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(d) })
+	return d
+}
+
+// daemon is a running 'swdist run' process.
+type daemon struct {
+	home string
+	cmd  *exec.Cmd
+	log  string
+	done chan error
+}
+
+func startDaemon(t *testing.T, home string) *daemon {
+	t.Helper()
+	d := &daemon{home: home, log: home + ".log", done: make(chan error, 1)}
+	logf, err := os.OpenFile(d.log, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.cmd = exec.Command(binary, "run", "--home", home)
+	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	if err := d.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { d.done <- d.cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() { d.stop(t) })
+	deadline := time.Now().Add(20 * time.Second)
+	for cli(t, home, "id", "--json").code != 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon for %s did not answer within 20 s; log:\n%s", home, d.logText())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return d
+}
+
+func (d *daemon) logText() string {
+	b, _ := os.ReadFile(d.log)
+	return string(b)
+}
+
+// stop sends SIGTERM and expects a clean exit; SIGKILL after 10 s.
+func (d *daemon) stop(t *testing.T) {
+	t.Helper()
+	if d.cmd.ProcessState != nil || d.cmd.Process == nil {
+		return
+	}
+	_ = d.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-d.done:
+		if err != nil {
+			t.Errorf("daemon for %s exited with %v after SIGTERM; log:\n%s", d.home, err, d.logText())
+		}
+	case <-time.After(10 * time.Second):
+		_ = d.cmd.Process.Kill()
+		<-d.done
+		t.Errorf("daemon for %s ignored SIGTERM for 10 s", d.home)
+	}
+}
+
+// procTree is server S → relay R → clients C1, C2, one process each.
+type procTree struct {
+	homes   map[string]string
+	ids     map[string]string
+	daemons map[string]*daemon
+}
+
+var loopbackListen = []string{"--listen", "/ip4/127.0.0.1/tcp/0"}
+
+func buildTree(t *testing.T) *procTree {
+	t.Helper()
+	dir := shortDir(t)
+	p := &procTree{homes: map[string]string{}, ids: map[string]string{}, daemons: map[string]*daemon{}}
+	for _, n := range []string{"S", "R", "C1", "C2"} {
+		p.homes[n] = filepath.Join(dir, n)
+	}
+	must(t, nil, p.homes["S"], append([]string{"init", "--role", "server", "--site", "hq", "--json"}, loopbackListen...)...)
+	p.start(t, "S")
+	var tok api.Token
+	must(t, &tok, p.homes["S"], "token", "create", "--role", "relay", "--site", "a", "--json")
+	must(t, nil, p.homes["R"], append([]string{"join", tok.Token, "--json"}, loopbackListen...)...)
+	p.start(t, "R")
+	// C1's token is minted by its parent, C2's by the server for the relay.
+	must(t, &tok, p.homes["R"], "token", "create", "--role", "client", "--json")
+	must(t, nil, p.homes["C1"], append([]string{"join", tok.Token, "--json"}, loopbackListen...)...)
+	must(t, &tok, p.homes["S"], "token", "create", "--role", "client", "--parent", p.ids["R"], "--group", "tills", "--json")
+	if tok.Site != "a" {
+		t.Errorf("a token for a child of the relay got site %q, want the relay's (a)", tok.Site)
+	}
+	must(t, nil, p.homes["C2"], append([]string{"join", tok.Token, "--json"}, loopbackListen...)...)
+	for _, c := range []string{"C1", "C2"} {
+		shortenBackoff(t, p.homes[c])
+		p.start(t, c)
+	}
+	p.waitTree(t, func(top tree.Node) bool { return countOnline(top) == 4 })
+	return p
+}
+
+func (p *procTree) start(t *testing.T, name string) {
+	t.Helper()
+	p.daemons[name] = startDaemon(t, p.homes[name])
+	var id api.ID
+	must(t, &id, p.homes[name], "id", "--json")
+	p.ids[name] = id.PeerID
+}
+
+// shortenBackoff caps a node's reconnect backoff at 3 s, so the restart
+// test is quick; the defaults are exercised by the in-process tests.
+func shortenBackoff(t *testing.T, home string) {
+	t.Helper()
+	path := filepath.Join(home, "config.toml")
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	re := regexp.MustCompile(`(?m)^reconnect_max = .*$`)
+	if !re.Match(data) {
+		t.Fatalf("config.toml has no reconnect_max line:\n%s", data)
+	}
+	if err := os.WriteFile(path, re.ReplaceAll(data, []byte(`reconnect_max = '3s'`)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (p *procTree) tree(t *testing.T, home string, args ...string) tree.Node {
+	t.Helper()
+	var top tree.Node
+	must(t, &top, home, append([]string{"tree", "--json"}, args...)...)
+	return top
+}
+
+// waitTree polls the server's tree until cond holds, bounded.
+func (p *procTree) waitTree(t *testing.T, cond func(tree.Node) bool) tree.Node {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		top := p.tree(t, p.homes["S"])
+		if cond(top) {
+			return top
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tree never reached the expected state; last:\n%+v", top)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// view is the part of a tree node the tests compare.
+type view struct {
+	PeerID, Role, Site string
+	Online             bool
+	ChildrenCount      int
+	Children           []view
+}
+
+func project(n tree.Node) view {
+	v := view{PeerID: n.PeerID, Role: n.Role, Site: n.Site, Online: n.Online, ChildrenCount: n.ChildrenCount}
+	for _, c := range n.Children {
+		v.Children = append(v.Children, project(c))
+	}
+	return v
+}
+
+func TestMultiProcessTree(t *testing.T) {
+	p := buildTree(t)
+	clients := []view{
+		{PeerID: p.ids["C1"], Role: "client", Site: "a", Online: true},
+		{PeerID: p.ids["C2"], Role: "client", Site: "a", Online: true},
+	}
+	relay := view{PeerID: p.ids["R"], Role: "relay", Site: "a", Online: true, ChildrenCount: 2, Children: clients}
+	want := view{PeerID: p.ids["S"], Role: "server", Site: "hq", Online: true, ChildrenCount: 1, Children: []view{relay}}
+	sortClients := cmp.Transformer("sort", func(vs []view) []view {
+		out := append([]view(nil), vs...)
+		for i := range out {
+			for j := i + 1; j < len(out); j++ {
+				if out[j].PeerID < out[i].PeerID {
+					out[i], out[j] = out[j], out[i]
+				}
+			}
+		}
+		return out
+	})
+	if diff := cmp.Diff(want, project(p.tree(t, p.homes["S"])), sortClients); diff != "" {
+		t.Errorf("server's tree (-want +got):\n%s", diff)
+	}
+	// --depth 1: the relay with its count, its children not listed.
+	shallow := p.tree(t, p.homes["S"], "--depth", "1")
+	if len(shallow.Children) != 1 || shallow.Children[0].ChildrenCount != 2 || len(shallow.Children[0].Children) != 0 {
+		t.Errorf("depth 1: %+v", project(shallow))
+	}
+	// A relay answers for its own subtree.
+	if diff := cmp.Diff(relay, project(p.tree(t, p.homes["R"])), sortClients); diff != "" {
+		t.Errorf("relay's tree (-want +got):\n%s", diff)
+	}
+	var peers []api.Peer
+	must(t, &peers, p.homes["R"], "peers", "--json")
+	rel := map[string]string{}
+	for _, pr := range peers {
+		rel[pr.PeerID] = pr.Relation
+	}
+	if diff := cmp.Diff(map[string]string{p.ids["S"]: "parent", p.ids["C1"]: "child", p.ids["C2"]: "child"}, rel); diff != "" {
+		t.Errorf("relay's peers (-want +got):\n%s", diff)
+	}
+	var id api.ID
+	must(t, &id, p.homes["C2"], "id", "--json")
+	if id.Parent != p.ids["R"] || id.Role != "client" || id.Site != "a" || !cmp.Equal(id.Groups, []string{"tills"}) {
+		t.Errorf("C2's id: %+v", id)
+	}
+}
+
+func TestRelayRestart(t *testing.T) {
+	p := buildTree(t)
+	p.daemons["R"].stop(t)
+	p.waitTree(t, func(top tree.Node) bool {
+		return len(top.Children) == 1 && !top.Children[0].Online && !top.Children[0].LastSeen.IsZero()
+	})
+	p.start(t, "R")
+	p.waitTree(t, func(top tree.Node) bool { return countOnline(top) == 4 })
+}
+
+func TestCLIErrors(t *testing.T) {
+	dir := shortDir(t)
+	empty := filepath.Join(dir, "empty")
+	// A server whose daemon is not running, and a node home to corrupt.
+	stopped := filepath.Join(dir, "stopped")
+	must(t, nil, stopped, append([]string{"init", "--role", "server", "--site", "hq"}, loopbackListen...)...)
+
+	cases := []struct {
+		name     string
+		home     string
+		args     []string
+		setup    func(t *testing.T)
+		wantCode int
+		wantErr  []string
+	}{
+		{name: "unknown command", home: empty, args: []string{"frobnicate"}, wantCode: 2, wantErr: []string{"unknown command"}},
+		{name: "init without role", home: empty, args: []string{"init", "--site", "x"}, wantCode: 2, wantErr: []string{"--role"}},
+		{name: "unknown flag", home: empty, args: []string{"tree", "--deep"}, wantCode: 2, wantErr: []string{"unknown flag"}},
+		{name: "daemon not running", home: stopped, args: []string{"token", "create", "--role", "client"}, wantCode: 1,
+			wantErr: []string{"not running", "swdist run"}},
+		{name: "no node in the home", home: empty, args: []string{"id"}, wantCode: 1, wantErr: []string{"swdist init"}},
+		{name: "garbage token", home: filepath.Join(dir, "g"), args: []string{"join", "swdist-join-AAAA"}, wantCode: 1,
+			wantErr: []string{"invalid join token"}},
+		{name: "not a token", home: filepath.Join(dir, "g2"), args: []string{"join", "hello"}, wantCode: 1,
+			wantErr: []string{"invalid join token", "swdist token create"}},
+		{name: "corrupt config", home: stopped, args: []string{"run"}, wantCode: 1, wantErr: []string{"config.toml", "line 1"},
+			setup: func(t *testing.T) { writeFile(t, filepath.Join(stopped, "config.toml"), "role = [\n", 0o644) }},
+		{name: "world-readable key", home: filepath.Join(dir, "k"), args: []string{"run"}, wantCode: 1, wantErr: []string{"chmod 600"},
+			setup: func(t *testing.T) {
+				home := filepath.Join(dir, "k")
+				must(t, nil, home, append([]string{"init", "--role", "server", "--site", "hq"}, loopbackListen...)...)
+				if err := os.Chmod(filepath.Join(home, "keys", "node.pem"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.setup != nil {
+				tc.setup(t)
+			}
+			r := cli(t, tc.home, tc.args...)
+			if r.code != tc.wantCode {
+				t.Errorf("exit %d, want %d; stderr:\n%s", r.code, tc.wantCode, r.stderr)
+			}
+			for _, w := range tc.wantErr {
+				if !strings.Contains(r.stderr, w) {
+					t.Errorf("stderr does not mention %q:\n%s", w, r.stderr)
+				}
+			}
+			if tc.wantCode != 0 && strings.HasPrefix(tc.args[0], "join") {
+				if _, err := os.Stat(filepath.Join(tc.home, "config.toml")); err == nil {
+					t.Error("a failed join wrote config.toml")
+				}
+			}
+		})
+	}
+}
+
+// TestTokens: a token is good once, and not after it expires.
+func TestTokens(t *testing.T) {
+	dir := shortDir(t)
+	s := filepath.Join(dir, "S")
+	must(t, nil, s, append([]string{"init", "--role", "server", "--site", "hq"}, loopbackListen...)...)
+	startDaemon(t, s)
+	var tok api.Token
+	must(t, &tok, s, "token", "create", "--role", "client", "--json")
+	must(t, nil, filepath.Join(dir, "a"), append([]string{"join", tok.Token}, loopbackListen...)...)
+	r := cli(t, filepath.Join(dir, "b"), append([]string{"join", tok.Token}, loopbackListen...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "already used") {
+		t.Errorf("second use: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	must(t, &tok, s, "token", "create", "--role", "client", "--ttl", "1s", "--json")
+	time.Sleep(2100 * time.Millisecond)
+	r = cli(t, filepath.Join(dir, "c"), append([]string{"join", tok.Token}, loopbackListen...)...)
+	if r.code != 1 || !strings.Contains(r.stderr, "expired") {
+		t.Errorf("expired token: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	for _, h := range []string{"b", "c"} {
+		if _, err := os.Stat(filepath.Join(dir, h, "config.toml")); err == nil {
+			t.Errorf("refused join wrote home %s", h)
+		}
+	}
+}
+
+func writeFile(t *testing.T, path, content string, mode os.FileMode) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), mode); err != nil {
+		t.Fatal(err)
+	}
+}
