@@ -226,19 +226,25 @@ func TestRevokeSpreadsThroughTree(t *testing.T) {
 	})
 	// Every node holds the revocation: relay-b, which never had a1 as a
 	// child, refuses it too.
-	rb := c.nodes["relay-b"].Host()
-	a1h := c.nodes["a1"].Host()
-	eventually(t, "relay-b refuses a1", func() bool {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_ = a1h.Connect(cctx, peer.AddrInfo{ID: rb.ID(), Addrs: rb.Addrs()})
-		time.Sleep(200 * time.Millisecond)
-		return rb.Network().Connectedness(a1) != network.Connected
-	})
+	refuses(t, c, "relay-b", "a1")
 	// a2, not revoked, is untouched.
 	if !onlineIn(c.nodes["server"], c.id("a2")) {
 		t.Error("a2 went offline")
 	}
+}
+
+// refuses waits until node to no longer keeps a connection from node from:
+// each try dials it and gives the hello a moment to be refused.
+func refuses(t *testing.T, c *cluster, to, from string) {
+	t.Helper()
+	th, fh := c.nodes[to].Host(), c.nodes[from].Host()
+	eventually(t, to+" refuses "+from, func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = fh.Connect(ctx, peer.AddrInfo{ID: th.ID(), Addrs: th.Addrs()})
+		time.Sleep(200 * time.Millisecond)
+		return th.Network().Connectedness(fh.ID()) != network.Connected
+	})
 }
 
 func TestRevokedRelayCutsOffSubtree(t *testing.T) {
@@ -248,15 +254,7 @@ func TestRevokedRelayCutsOffSubtree(t *testing.T) {
 		t.Fatal(err)
 	}
 	// b1's chain contains relay-b's certificate: the server refuses b1 too.
-	sh := c.nodes["server"].Host()
-	b1h := c.nodes["b1"].Host()
-	eventually(t, "the server refuses b1", func() bool {
-		cctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		defer cancel()
-		_ = b1h.Connect(cctx, peer.AddrInfo{ID: sh.ID(), Addrs: sh.Addrs()})
-		time.Sleep(200 * time.Millisecond)
-		return sh.Network().Connectedness(c.id("b1")) != network.Connected
-	})
+	refuses(t, c, "server", "b1")
 	if !onlineIn(c.nodes["server"], c.id("a1")) {
 		t.Error("a1, under another relay, went offline")
 	}
