@@ -131,7 +131,7 @@ func (d *daemon) logText() string {
 func (d *daemon) stop(t *testing.T) {
 	t.Helper()
 	if d.cmd.ProcessState != nil || d.cmd.Process == nil {
-		return
+		return // already gone (killed by the test)
 	}
 	_ = d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
@@ -296,9 +296,16 @@ func TestMultiProcessTree(t *testing.T) {
 	}
 }
 
+// TestRelayRestart kills the relay outright (SIGKILL: no clean shutdown, a
+// stale control socket, an open database) and starts it again: it opens
+// its home as it was, and its children reconnect by themselves.
 func TestRelayRestart(t *testing.T) {
 	p := buildTree(t)
-	p.daemons["R"].stop(t)
+	d := p.daemons["R"]
+	if err := d.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-d.done
 	p.waitTree(t, func(top tree.Node) bool {
 		return len(top.Children) == 1 && !top.Children[0].Online && !top.Children[0].LastSeen.IsZero()
 	})
