@@ -229,6 +229,11 @@ func (s *Service) disconnected(n network.Network, c network.Conn) {
 	st, ok := s.peers[p]
 	delete(s.peers, p)
 	wasVerified := ok && st.verified
+	if ok && !settled(st) {
+		// Release anyone waiting on a hello that will not come now.
+		st.err = fmt.Errorf("peer %s disconnected before its hello completed", p)
+		close(st.done)
+	}
 	s.mu.Unlock()
 	if wasVerified && s.cfg.OnDisconnected != nil {
 		s.cfg.OnDisconnected(p)

@@ -168,8 +168,6 @@ func (v *Viewer) View(ctx context.Context, depth int) Node {
 		return top
 	}
 	top.Children = make([]Node, 0, top.ChildrenCount)
-	var wg sync.WaitGroup
-	sem := make(chan struct{}, 16)
 	for _, c := range children {
 		if c.Revoked {
 			continue
@@ -183,22 +181,33 @@ func (v *Viewer) View(ctx context.Context, depth int) Node {
 			}
 		}
 		top.Children = append(top.Children, n)
-		if c.Online && c.Role == cert.RoleRelay {
-			i := len(top.Children) - 1
-			wg.Add(1)
-			go func(p peer.ID) {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				sub, err := v.ask(ctx, p, depth-1)
-				if err != nil {
-					top.Children[i].Error = err.Error()
-					return
-				}
-				sub.Online, sub.LastSeen = true, top.LastSeen
-				top.Children[i] = sub
-			}(c.PeerID)
+	}
+	// Ask the online relays for their subtrees; each goroutine owns one
+	// element of the finished slice.
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 16)
+	for i := range top.Children {
+		child := &top.Children[i]
+		if !child.Online || child.Role != string(cert.RoleRelay) {
+			continue
 		}
+		p, err := peer.Decode(child.PeerID)
+		if err != nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			sub, err := v.ask(ctx, p, depth-1)
+			if err != nil {
+				child.Error = err.Error()
+				return
+			}
+			sub.Online, sub.LastSeen = true, top.LastSeen
+			*child = sub
+		}()
 	}
 	wg.Wait()
 	return top
