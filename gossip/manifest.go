@@ -255,8 +255,9 @@ func decodeBody(data []byte) (Manifest, error) {
 // Verified is a manifest whose signature and administrator checked out.
 type Verified struct {
 	Manifest
-	Admin admin.Cert
-	Raw   []byte // the signed wire form, to store and pass on unchanged
+	Admin  admin.Cert
+	Issuer []cert.Cert // the admin's issuer's chain, leaf first
+	Raw    []byte      // the signed wire form, to store and pass on unchanged
 }
 
 // Open checks s at time now: the administrator's certificate against the
@@ -267,7 +268,7 @@ func Open(v *cert.Verifier, s Signed, now time.Time) (Verified, error) {
 	if err != nil {
 		return Verified{}, err
 	}
-	a, _, err := admin.Verify(v, s.Admin, now)
+	a, issuer, err := admin.Verify(v, s.Admin, now)
 	if err != nil {
 		return Verified{}, fmt.Errorf("%w: %v", ErrUnknownAdm, err)
 	}
@@ -281,10 +282,17 @@ func Open(v *cert.Verifier, s Signed, now time.Time) (Verified, error) {
 	if err != nil {
 		return Verified{}, err
 	}
-	return Verified{Manifest: m, Admin: a, Raw: raw}, nil
+	return Verified{Manifest: m, Admin: a, Issuer: issuer, Raw: raw}, nil
 }
 
 // ScopeCovers reports whether the administrator of v may target the node
 // with the verified chain. A selector naming a subtree is also bounded by
 // the scope, so one outside it is refused as a whole.
 func (v Verified) ScopeCovers(chain []cert.Cert) bool { return admin.Covers(v.Admin.Scope, chain) }
+
+// ScopeBelow reports whether the administrator's scope lies below the node
+// self: the node must pass the manifest on, though it is not itself in
+// scope.
+func (v Verified) ScopeBelow(self peer.ID) bool {
+	return v.Admin.Scope != self && slices.ContainsFunc(v.Issuer, func(c cert.Cert) bool { return c.PeerID == self })
+}

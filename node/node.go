@@ -18,6 +18,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
 	"github.com/swdist/swdist/hierarchy/member"
@@ -57,6 +58,7 @@ type Node struct {
 	issuer   *enroll.Issuer
 	revs     *revoke.Set
 	revoker  *revoke.Service
+	gossip   *gossip.Service
 	api      *api.Server
 
 	cancel context.CancelFunc
@@ -208,6 +210,17 @@ func (n *Node) adopt(ch cert.Chain) error {
 	return nil
 }
 
+// selfCerts is this node's own chain, verified.
+func (n *Node) selfCerts() []cert.Cert {
+	certs, err := n.verifier.Verify(n.Chain())
+	if err != nil {
+		n.log.Error("this node's own chain does not verify", "err", err)
+		c, _ := n.Chain().Leaf()
+		return []cert.Cert{c}
+	}
+	return certs
+}
+
 // Chain is this node's current certificate chain.
 func (n *Node) Chain() cert.Chain { return *n.chain.Load() }
 
@@ -232,6 +245,15 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		n.issuer.Start()
 	}
+	g, err := gossip.New(ctx, n.host, gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent,
+		Member: n.member, Store: n.store, Logger: n.log})
+	if err != nil {
+		return err
+	}
+	n.gossip = g
+	if n.issuer != nil {
+		g.StartSync()
+	}
 	n.goRun(ctx, "renewer", enroll.NewRenewer(enroll.RenewerConfig{
 		Chain: n.Chain, Renew: n.renew, Adopt: n.adopt, Logger: n.log,
 		Verify: func(ch cert.Chain) error { _, err := n.checkOwnChain(ch); return err },
@@ -247,6 +269,11 @@ func (n *Node) Start(ctx context.Context) error {
 			OnUp: func(ctx context.Context, pr member.Peer) {
 				if err := n.revoker.Sync(ctx, pr.ID); err != nil {
 					n.log.Warn("sync revocations with parent", "err", err)
+				}
+				if got, err := n.gossip.CatchUp(ctx); err != nil {
+					n.log.Warn("catch up on manifests", "err", err)
+				} else if got > 0 {
+					n.log.Info("caught up on manifests", "new", got)
 				}
 			},
 		})
@@ -305,6 +332,9 @@ func (n *Node) Close() error {
 		}
 		n.viewer.Close()
 		n.revoker.Close()
+		if n.gossip != nil {
+			n.gossip.Close()
+		}
 		n.member.Close()
 	}
 	if n.host != nil {

@@ -5,7 +5,9 @@
 // The certificate carries the managing node's membership chain, so any node
 // can check it against the organisation root.
 //
-// The issuer's chain is checked as of the admin certificate's issue, so an
+// The scope is the issuer's own subtree: the root grants the whole tree, a
+// relay its subtree. The issuer's chain is checked as of the admin
+// certificate's issue, so an
 // admin certificate outlives its issuer's routine renewals; revocation of
 // the issuer (or of anything above it) is checked now, so revoking a relay
 // withdraws the administrators it certified.
@@ -99,7 +101,10 @@ func Certify(c Cert, issuerKey crypto.PrivKey, issuerChain cert.Chain) (Signed, 
 	return Signed{Body: data, Sig: sig, IssuerChain: issuerChain}, nil
 }
 
-// checkScope: the root may grant any scope; a relay only its own subtree.
+// checkScope: a managing node grants its own subtree: the root the whole
+// tree, a relay its subtree. The scope is always the issuer, so any node
+// can place it in the tree from the issuer's chain that the certificate
+// carries. (An admin for a relay's subtree is certified on that relay.)
 func checkScope(c Cert, issuer cert.Cert) error {
 	if !issuer.Role.CanIssue() {
 		return fmt.Errorf("%w: %s is a %s and cannot certify administrators", ErrScope, issuer.PeerID, issuer.Role)
@@ -107,8 +112,8 @@ func checkScope(c Cert, issuer cert.Cert) error {
 	if c.Issuer != issuer.PeerID {
 		return fmt.Errorf("%w: certificate names issuer %s, signed by %s", ErrScope, c.Issuer, issuer.PeerID)
 	}
-	if !issuer.IsRoot() && c.Scope != issuer.PeerID {
-		return fmt.Errorf("%w: relay %s can grant only its own subtree, not %s", ErrScope, issuer.PeerID, c.Scope)
+	if c.Scope != issuer.PeerID {
+		return fmt.Errorf("%w: %s can grant only its own subtree, not %s; certify the admin on that node", ErrScope, issuer.PeerID, c.Scope)
 	}
 	return nil
 }

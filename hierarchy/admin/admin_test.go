@@ -31,7 +31,7 @@ func TestCertifyAndVerify(t *testing.T) {
 		at        time.Time
 	}{
 		{name: "root, whole tree", issuer: root, c: mk(root, root.ID)},
-		{name: "root, a relay's subtree", issuer: root, c: mk(root, relay.ID)},
+		{name: "root, a relay's subtree (certify on the relay)", issuer: root, c: mk(root, relay.ID), wantErr: ErrScope},
 		{name: "relay, its own subtree", issuer: relay, c: mk(relay, relay.ID)},
 		{name: "relay, the whole tree", issuer: relay, c: mk(relay, root.ID), wantErr: ErrScope},
 		{name: "client cannot certify", issuer: client, c: mk(client, client.ID), wantErr: ErrScope},

@@ -1,0 +1,125 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/admin"
+	"github.com/swdist/swdist/node"
+	"github.com/swdist/swdist/node/home"
+)
+
+// certifyAdmin makes an admin key and has the named managing node certify
+// it for its own subtree, as 'swdist admin add' does there.
+func certifyAdmin(t *testing.T, c *cluster, on string) (crypto.PrivKey, admin.Signed) {
+	t.Helper()
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeKey, err := home.ReadKey(c.home(on).NodeKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := c.nodes[on]
+	now := time.Now()
+	s, err := admin.Certify(admin.Cert{Name: "alice", Key: key.GetPublic(), Scope: n.Host().ID(), Issuer: n.Host().ID(),
+		Org: n.Cert().Org, NotBefore: now.Add(-time.Minute), NotAfter: now.Add(24 * time.Hour)}, nodeKey, n.Chain())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return key, s
+}
+
+func signJob(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, target ...string) []byte {
+	t.Helper()
+	sel, err := gossip.ParseSelector(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
+		ExpiresAt: now.Add(time.Hour), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := gossip.Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// holds reports whether n holds job id, and whether it is for n itself.
+func holds(n *node.Node, id string) (held, forMe bool) {
+	jobs, _ := n.Jobs(context.Background())
+	for _, j := range jobs {
+		if j.ID == id {
+			return true, j.ForMe
+		}
+	}
+	return false, false
+}
+
+func TestManifestReachesExactlyTheTargets(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	// a2 is offline when the job is sent.
+	if err := c.nodes["a2"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	v, err := c.nodes["server"].SubmitJob(ctx, signJob(t, key, adm, 1, "site=a", "role=client"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 holds the job", func() bool { held, forMe := holds(c.nodes["a1"], v.JobID); return held && forMe })
+	// Relays hold it to pass it on, not as their own.
+	for _, r := range []string{"relay-a", "relay-b"} {
+		eventually(t, r+" holds the job", func() bool { held, forMe := holds(c.nodes[r], v.JobID); return held && !forMe })
+	}
+	// b1 is not targeted: it never stores it.
+	time.Sleep(300 * time.Millisecond)
+	if held, _ := holds(c.nodes["b1"], v.JobID); held {
+		t.Error("b1 stored a job for site a")
+	}
+	// a2 comes back and catches up from its parent.
+	c.start("a2")
+	eventually(t, "a2 caught up", func() bool { held, forMe := holds(c.nodes["a2"], v.JobID); return held && forMe })
+}
+
+func TestManifestScopeEnforcedAtFirstHop(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	// An admin of relay-a's subtree, submitting at the server: the server
+	// passes it down (the scope is below it), relay-b refuses it.
+	key, adm := certifyAdmin(t, c, "relay-a")
+	v, err := c.nodes["server"].SubmitJob(ctx, signJob(t, key, adm, 1, "all"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 holds the job", func() bool { held, _ := holds(c.nodes["a1"], v.JobID); return held })
+	eventually(t, "relay-b counts an out-of-scope rejection", func() bool {
+		return c.nodes["relay-b"].GossipRejected()[gossip.ErrOutOfScope.Error()] > 0
+	})
+	if held, _ := holds(c.nodes["relay-b"], v.JobID); held {
+		t.Error("relay-b stored a job outside the admin's scope")
+	}
+	if held, _ := holds(c.nodes["b1"], v.JobID); held {
+		t.Error("b1 got a job outside the admin's scope")
+	}
+	// The same admin sequence number for another job is a replay.
+	if _, err := c.nodes["relay-a"].SubmitJob(ctx, signJob(t, key, adm, 1, "all")); err == nil {
+		t.Error("a second job under the same sequence number was accepted")
+	}
+	// A tampered manifest is refused where it is submitted.
+	raw := signJob(t, key, adm, 2, "all")
+	raw[len(raw)/2] ^= 0xff
+	if _, err := c.nodes["relay-a"].SubmitJob(ctx, raw); err == nil {
+		t.Error("a tampered manifest was accepted")
+	}
+}
