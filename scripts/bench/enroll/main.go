@@ -37,12 +37,13 @@ func main() {
 	idle := flag.Duration("idle", 70*time.Second, "idle time before checking nothing was trimmed (the connection manager's grace period is 1 minute)")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
 	quic := flag.Bool("quic", false, "clients listen on QUIC as well as TCP")
+	bin := flag.String("swdist", "", "path to a built swdist binary: run the server and relay as separate processes, to measure the relay's own memory")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	if err := run(ctx, *n, *conc, *idle, *quic); err != nil {
+	if err := run(ctx, *n, *conc, *idle, *quic, *bin); err != nil {
 		fmt.Fprintln(os.Stderr, "enroll:", err)
 		os.Exit(1)
 	}
@@ -63,7 +64,26 @@ func measure() sample {
 
 func mib(b float64) string { return fmt.Sprintf("%.2f MiB", b/(1<<20)) }
 
-func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error {
+// parent is where the clients enroll: a relay in this process, or one run
+// as a separate 'swdist run' process.
+type parent interface {
+	token(ctx context.Context) (string, error)
+	tree(ctx context.Context) (tree.Node, error)
+	conns() int
+	memory() string
+}
+
+type inProcess struct{ n *node.Node }
+
+func (p inProcess) token(ctx context.Context) (string, error) {
+	t, err := p.n.CreateToken(ctx, api.TokenRequest{Role: "client", Site: "a"})
+	return t.Token, err
+}
+func (p inProcess) tree(ctx context.Context) (tree.Node, error) { return p.n.Tree(ctx, 1) }
+func (p inProcess) conns() int                                  { return len(p.n.Host().Network().Conns()) }
+func (p inProcess) memory() string                              { return "in this process (see above)" }
+
+func run(ctx context.Context, n, conc int, idle time.Duration, quic bool, bin string) error {
 	var lim syscall.Rlimit
 	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
 		return err
@@ -102,32 +122,52 @@ func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error 
 	}
 
 	base := measure()
-	if _, err := node.Init(home.Home{Dir: filepath.Join(dir, "server")}, node.InitOptions{Role: cert.RoleServer, Site: "hq", Listen: listen}); err != nil {
-		return err
+	var relay parent
+	where := "all in one process"
+	if bin != "" {
+		pr, err := startProcesses(ctx, bin, dir, listen)
+		if err != nil {
+			return err
+		}
+		defer pr.stop()
+		relay, where = pr, "server and relay as separate processes, clients in this one"
+	} else {
+		if _, err := node.Init(home.Home{Dir: filepath.Join(dir, "server")}, node.InitOptions{Role: cert.RoleServer, Site: "hq", Listen: listen}); err != nil {
+			return err
+		}
+		server, err := open(home.Home{Dir: filepath.Join(dir, "server")})
+		if err != nil {
+			return err
+		}
+		tok, err := server.CreateToken(ctx, api.TokenRequest{Role: "relay", Site: "a"})
+		if err != nil {
+			return err
+		}
+		h := home.Home{Dir: filepath.Join(dir, "relay")}
+		if _, err := node.Join(ctx, h, node.JoinOptions{Token: tok.Token, Listen: listen}); err != nil {
+			return fmt.Errorf("join relay: %w", err)
+		}
+		r, err := open(h)
+		if err != nil {
+			return err
+		}
+		relay = inProcess{r}
 	}
-	server, err := open(home.Home{Dir: filepath.Join(dir, "server")})
-	if err != nil {
-		return err
-	}
-	join := func(parent *node.Node, name string, role cert.Role) error {
-		tok, err := parent.CreateToken(ctx, api.TokenRequest{Role: string(role), Site: "a"})
+	join := func(name string) error {
+		tok, err := relay.token(ctx)
 		if err != nil {
 			return err
 		}
 		h := home.Home{Dir: filepath.Join(dir, name)}
-		if _, err := node.Join(ctx, h, node.JoinOptions{Token: tok.Token, Listen: listen}); err != nil {
+		if _, err := node.Join(ctx, h, node.JoinOptions{Token: tok, Listen: listen}); err != nil {
 			return fmt.Errorf("join %s: %w", name, err)
 		}
 		_, err = open(h)
 		return err
 	}
-	if err := join(server, "relay", cert.RoleRelay); err != nil {
-		return err
-	}
-	relay := nodes[1]
 	withRelay := measure()
 
-	fmt.Printf("swdist enroll benchmark: 1 server, 1 relay, %d clients, all in one process on loopback (%s)\n", n, transports)
+	fmt.Printf("swdist enroll benchmark: 1 server, 1 relay, %d clients on loopback (%s; %s)\n", n, transports, where)
 	start := time.Now()
 	sem := make(chan struct{}, conc)
 	errs := make(chan error, n)
@@ -138,7 +178,7 @@ func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error 
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			if err := join(relay, fmt.Sprintf("c%05d", i), cert.RoleClient); err != nil {
+			if err := join(fmt.Sprintf("c%05d", i)); err != nil {
 				errs <- err
 			}
 		}()
@@ -152,7 +192,7 @@ func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error 
 	fmt.Printf("enrolled:            %d clients in %s (%.0f/s, %d at once)\n", n, enrolled.Round(time.Millisecond), float64(n)/enrolled.Seconds(), conc)
 
 	online := func() (int, error) {
-		t, err := relay.Tree(ctx, 1)
+		t, err := relay.tree(ctx)
 		if err != nil {
 			return 0, err
 		}
@@ -183,11 +223,16 @@ func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error 
 	perG := float64(idleSample.goroutines-withRelay.goroutines) / float64(n)
 	fmt.Printf("heap in use:         %s before any node, %s with server and relay, %s with %d idle clients\n",
 		mib(float64(base.heap)), mib(float64(withRelay.heap)), mib(float64(idleSample.heap)), n)
-	fmt.Printf("heap per client:     %s (includes the relay's side of each connection; target <= 4 MiB)\n", mib(perHeap))
+	side := "includes the relay's side of each connection"
+	if bin != "" {
+		side = "the clients alone"
+	}
+	fmt.Printf("heap per client:     %s (%s; target <= 4 MiB)\n", mib(perHeap), side)
 	fmt.Printf("goroutines:          %d before, %d with server and relay, %d with clients\n", base.goroutines, withRelay.goroutines, idleSample.goroutines)
-	fmt.Printf("goroutines/client:   %.1f (includes the relay's side; target <= 100)\n", perG)
-	conns := func() int { return len(relay.Host().Network().Conns()) }
-	fmt.Printf("relay connections:   %d (to %d peers)\n", conns(), len(relay.Host().Network().Peers()))
+	fmt.Printf("goroutines/client:   %.1f (%s; target <= 100)\n", perG, side)
+	conns := relay.conns
+	fmt.Printf("relay peers:         %d verified peers connected (its children and its parent)\n", conns())
+	fmt.Printf("relay memory:        %s\n", relay.memory())
 
 	fmt.Printf("idling %s (past the connection manager's 1 minute grace period)...\n", idle)
 	select {
@@ -199,8 +244,9 @@ func run(ctx context.Context, n, conc int, idle time.Duration, quic bool) error 
 	if err != nil {
 		return err
 	}
-	fmt.Printf("after idle:          %d of %d online, relay holds %d connections; trimmed: %d\n", got, n, conns(), n-got)
-	fmt.Printf("process RSS:         %s\n", rss())
+	fmt.Printf("after idle:          %d of %d online, relay holds %d verified peers; trimmed: %d\n", got, n, conns(), n-got)
+	fmt.Printf("relay memory:        %s\n", relay.memory())
+	fmt.Printf("process RSS:         %s\n", rss("self"))
 	if got != n {
 		return errors.New("the relay lost children while idle")
 	}
@@ -217,8 +263,8 @@ func countOnline(t tree.Node) int {
 	return c
 }
 
-func rss() string {
-	data, err := os.ReadFile("/proc/self/status")
+func rss(pid string) string {
+	data, err := os.ReadFile("/proc/" + pid + "/status")
 	if err != nil {
 		return "unknown"
 	}
