@@ -296,3 +296,21 @@ func (v Verified) ScopeCovers(chain []cert.Cert) bool { return admin.Covers(v.Ad
 func (v Verified) ScopeBelow(self peer.ID) bool {
 	return v.Admin.Scope != self && slices.ContainsFunc(v.Issuer, func(c cert.Cert) bool { return c.PeerID == self })
 }
+
+// Describe decodes a stored manifest for display, without checking it
+// again (it was checked when it arrived).
+func Describe(raw []byte) (Manifest, admin.Cert, error) {
+	s, err := Decode(raw)
+	if err != nil {
+		return Manifest{}, admin.Cert{}, err
+	}
+	m, err := decodeBody(s.Body)
+	if err != nil {
+		return Manifest{}, admin.Cert{}, err
+	}
+	a, err := admin.Decode(s.Admin.Body)
+	if err != nil {
+		return Manifest{}, admin.Cert{}, err
+	}
+	return m, a, nil
+}

@@ -10,6 +10,8 @@ import (
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
 	"github.com/swdist/swdist/node"
+	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/config"
 	"github.com/swdist/swdist/node/home"
 )
 
@@ -59,7 +61,7 @@ func holds(n *node.Node, id string) (held, forMe bool) {
 	jobs, _ := n.Jobs(context.Background())
 	for _, j := range jobs {
 		if j.ID == id {
-			return true, j.ForMe
+			return true, j.ForThisNode
 		}
 	}
 	return false, false
@@ -73,23 +75,23 @@ func TestManifestReachesExactlyTheTargets(t *testing.T) {
 	if err := c.nodes["a2"].Close(); err != nil {
 		t.Fatal(err)
 	}
-	v, err := c.nodes["server"].SubmitJob(ctx, signJob(t, key, adm, 1, "site=a", "role=client"))
+	v, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, 1, "site=a", "role=client")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a1 holds the job", func() bool { held, forMe := holds(c.nodes["a1"], v.JobID); return held && forMe })
+	eventually(t, "a1 holds the job", func() bool { held, forMe := holds(c.nodes["a1"], v.ID); return held && forMe })
 	// Relays hold it to pass it on, not as their own.
 	for _, r := range []string{"relay-a", "relay-b"} {
-		eventually(t, r+" holds the job", func() bool { held, forMe := holds(c.nodes[r], v.JobID); return held && !forMe })
+		eventually(t, r+" holds the job", func() bool { held, forMe := holds(c.nodes[r], v.ID); return held && !forMe })
 	}
 	// b1 is not targeted: it never stores it.
 	time.Sleep(300 * time.Millisecond)
-	if held, _ := holds(c.nodes["b1"], v.JobID); held {
+	if held, _ := holds(c.nodes["b1"], v.ID); held {
 		t.Error("b1 stored a job for site a")
 	}
 	// a2 comes back and catches up from its parent.
 	c.start("a2")
-	eventually(t, "a2 caught up", func() bool { held, forMe := holds(c.nodes["a2"], v.JobID); return held && forMe })
+	eventually(t, "a2 caught up", func() bool { held, forMe := holds(c.nodes["a2"], v.ID); return held && forMe })
 }
 
 func TestManifestScopeEnforcedAtFirstHop(t *testing.T) {
@@ -98,28 +100,61 @@ func TestManifestScopeEnforcedAtFirstHop(t *testing.T) {
 	// An admin of relay-a's subtree, submitting at the server: the server
 	// passes it down (the scope is below it), relay-b refuses it.
 	key, adm := certifyAdmin(t, c, "relay-a")
-	v, err := c.nodes["server"].SubmitJob(ctx, signJob(t, key, adm, 1, "all"))
+	v, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, 1, "all")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "a1 holds the job", func() bool { held, _ := holds(c.nodes["a1"], v.JobID); return held })
+	eventually(t, "a1 holds the job", func() bool { held, _ := holds(c.nodes["a1"], v.ID); return held })
 	eventually(t, "relay-b counts an out-of-scope rejection", func() bool {
 		return c.nodes["relay-b"].GossipRejected()[gossip.ErrOutOfScope.Error()] > 0
 	})
-	if held, _ := holds(c.nodes["relay-b"], v.JobID); held {
+	if held, _ := holds(c.nodes["relay-b"], v.ID); held {
 		t.Error("relay-b stored a job outside the admin's scope")
 	}
-	if held, _ := holds(c.nodes["b1"], v.JobID); held {
+	if held, _ := holds(c.nodes["b1"], v.ID); held {
 		t.Error("b1 got a job outside the admin's scope")
 	}
 	// The same admin sequence number for another job is a replay.
-	if _, err := c.nodes["relay-a"].SubmitJob(ctx, signJob(t, key, adm, 1, "all")); err == nil {
+	if _, err := c.nodes["relay-a"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, 1, "all")}); err == nil {
 		t.Error("a second job under the same sequence number was accepted")
 	}
 	// A tampered manifest is refused where it is submitted.
 	raw := signJob(t, key, adm, 2, "all")
 	raw[len(raw)/2] ^= 0xff
-	if _, err := c.nodes["relay-a"].SubmitJob(ctx, raw); err == nil {
+	if _, err := c.nodes["relay-a"].SubmitJob(ctx, api.JobSubmit{Manifest: raw}); err == nil {
 		t.Error("a tampered manifest was accepted")
+	}
+}
+
+// TestRelayRestartLosesNoManifest: jobs sent while a relay is down reach
+// its clients once it is back: the relay catches up from its parent, and
+// its clients from it.
+func TestRelayRestartLosesNoManifest(t *testing.T) {
+	c := standard(t)
+	c.tweak = func(cfg *config.Config) { cfg.Tree.CatchUpEvery.Duration = 2 * time.Second }
+	for _, name := range []string{"a1", "a2"} { // restart the clients with the short period
+		if err := c.nodes[name].Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.start(name)
+	}
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	if err := c.nodes["relay-a"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for seq := range uint64(5) {
+		res, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, seq+1, "site=a", "role=client")})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, res.ID)
+	}
+	c.start("relay-a")
+	for _, name := range []string{"a1", "a2"} {
+		for _, id := range ids {
+			eventually(t, name+" holds "+id, func() bool { held, _ := holds(c.nodes[name], id); return held })
+		}
 	}
 }

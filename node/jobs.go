@@ -2,28 +2,110 @@ package node
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/pem"
+	"strings"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
 
 	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/admin"
 	"github.com/swdist/swdist/node/api"
-	"github.com/swdist/swdist/node/store"
 )
 
-// SubmitJob takes a manifest signed by an administrator on this managing
-// node: it is checked as every node checks it, stored, and sent into this
-// node's subtree.
-func (n *Node) SubmitJob(ctx context.Context, raw []byte) (gossip.Verified, error) {
+// CertifyAdmin implements api.Backend: this managing node certifies an
+// administrator's key for its own subtree.
+func (n *Node) CertifyAdmin(_ context.Context, req api.AdminRequest) (api.AdminCert, error) {
 	if n.issuer == nil {
-		return gossip.Verified{}, api.BadRequest("this node is a client: submit jobs on a server or relay")
+		return api.AdminCert{}, api.BadRequest("this node is a client: certify administrators on a server or relay")
 	}
-	v, err := n.gossip.Accept(ctx, raw)
+	if req.Scope != "" && req.Scope != n.host.ID().String() {
+		return api.AdminCert{}, api.BadRequest("--scope %s: this node can grant only its own subtree (%s); run 'swdist admin add' on %s instead", req.Scope, n.host.ID(), req.Scope)
+	}
+	block, _ := pem.Decode([]byte(req.PubKey))
+	if block == nil || block.Type != "PUBLIC KEY" {
+		return api.AdminCert{}, api.BadRequest("--pubkey: not a PEM public key; make one with 'swdist admin keygen'")
+	}
+	k, err := x509.ParsePKIXPublicKey(block.Bytes)
+	ek, ok := k.(ed25519.PublicKey)
+	if err != nil || !ok {
+		return api.AdminCert{}, api.BadRequest("--pubkey: want an Ed25519 public key made by 'swdist admin keygen'")
+	}
+	pub, err := crypto.UnmarshalEd25519PublicKey(ek)
 	if err != nil {
-		return gossip.Verified{}, api.BadRequest("job refused: %v", err)
+		return api.AdminCert{}, api.BadRequest("--pubkey: %v", err)
 	}
-	return v, nil
+	lifetime := admin.DefaultLifetime
+	if req.Lifetime != "" {
+		if lifetime, err = time.ParseDuration(req.Lifetime); err != nil || lifetime <= 0 {
+			return api.AdminCert{}, api.BadRequest("--lifetime %q: use a positive duration like 8760h", req.Lifetime)
+		}
+	}
+	now := time.Now()
+	c := admin.Cert{Name: req.Name, Key: pub, Scope: n.host.ID(), Issuer: n.host.ID(), Org: n.Cert().Org,
+		NotBefore: now.Add(-time.Minute).Truncate(time.Second), NotAfter: now.Add(lifetime).Truncate(time.Second)}
+	s, err := admin.Certify(c, n.key, n.Chain())
+	if err != nil {
+		return api.AdminCert{}, api.BadRequest("%v", err)
+	}
+	text, err := EncodeAdminCert(s)
+	if err != nil {
+		return api.AdminCert{}, err
+	}
+	n.log.Info("administrator certified", "name", c.Name, "scope", c.Scope, "until", c.NotAfter)
+	return api.AdminCert{Name: c.Name, Scope: c.Scope.String(), Issuer: c.Issuer.String(), NotAfter: c.NotAfter, Cert: string(text)}, nil
 }
 
-// Jobs lists the manifests this node holds.
-func (n *Node) Jobs(ctx context.Context) ([]store.Job, error) { return n.store.Jobs(ctx) }
+// SubmitJob implements api.Backend: a manifest signed by an administrator
+// is checked as every node checks it, stored, and sent into this subtree.
+func (n *Node) SubmitJob(ctx context.Context, req api.JobSubmit) (api.JobCreated, error) {
+	if n.issuer == nil {
+		return api.JobCreated{}, api.BadRequest("this node is a client: submit jobs on a server or relay")
+	}
+	v, err := n.gossip.Accept(ctx, req.Manifest)
+	if err != nil {
+		return api.JobCreated{}, api.BadRequest("job refused: %v", err)
+	}
+	return api.JobCreated{ID: v.JobID, Seq: v.Seq, Targets: strings.Fields(v.Target.String())}, nil
+}
+
+// ListJobs implements api.Backend: the manifests this node holds.
+func (n *Node) ListJobs(ctx context.Context) ([]api.Job, error) {
+	jobs, err := n.store.Jobs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.Job, 0, len(jobs))
+	for _, j := range jobs {
+		out = append(out, api.Job{ID: j.ID, Type: j.Type, Admin: j.Admin, Target: j.Target, ForThisNode: j.ForMe,
+			CreatedAt: j.CreatedAt, ExpiresAt: j.ExpiresAt})
+	}
+	return out, nil
+}
+
+// ShowJob implements api.Backend.
+func (n *Node) ShowJob(ctx context.Context, id string) (api.JobDetail, error) {
+	raw, err := n.store.ManifestRaw(ctx, id)
+	if err != nil {
+		return api.JobDetail{}, api.BadRequest("%v", err)
+	}
+	m, a, err := gossip.Describe(raw)
+	if err != nil {
+		return api.JobDetail{}, err
+	}
+	d := api.JobDetail{ID: m.JobID, Seq: m.Seq, Type: m.Type, Params: m.Params, Targets: strings.Fields(m.Target.String()),
+		CreatedAt: m.CreatedAt, NotBefore: m.NotBefore, ExpiresAt: m.ExpiresAt,
+		Admin: a.Name, AdminScope: a.Scope.String(), AdminIssuer: a.Issuer.String()}
+	if m.Package != nil {
+		d.PackageCID, d.PackageSize = m.Package.CID, m.Package.Size
+	}
+	return d, nil
+}
+
+// Jobs lists the manifests this node holds (for in-process callers).
+func (n *Node) Jobs(ctx context.Context) ([]api.Job, error) { return n.ListJobs(ctx) }
 
 // GossipRejected counts the manifests this node refused, by reason.
 func (n *Node) GossipRejected() map[string]int { return n.gossip.Rejected() }

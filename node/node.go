@@ -278,6 +278,7 @@ func (n *Node) Start(ctx context.Context) error {
 			},
 		})
 		n.goRun(ctx, "parent link", link.Run)
+		n.goRun(ctx, "manifest catch-up", n.catchUpLoop)
 	}
 	if n.api != nil {
 		n.goRun(ctx, "control API", n.api.Serve)
@@ -294,6 +295,28 @@ func (n *Node) goRun(ctx context.Context, name string, f func(context.Context) e
 			n.log.Error(name+" stopped", "err", err)
 		}
 	}()
+}
+
+// catchUpLoop asks the parent for missed manifests now and then, besides
+// at every link-up: a manifest the parent republished while this node was
+// linking up (before its subscription was known) is caught here.
+func (n *Node) catchUpLoop(ctx context.Context) error {
+	for {
+		wait := n.cfg.Tree.CatchUpEvery.Duration/2 + rand.N(n.cfg.Tree.CatchUpEvery.Duration)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		if _, ok := n.member.Peer(n.parent); !ok {
+			continue
+		}
+		if got, err := n.gossip.CatchUp(ctx); err != nil {
+			n.log.Debug("periodic catch-up", "err", err)
+		} else if got > 0 {
+			n.log.Info("caught up on manifests", "new", got)
+		}
+	}
 }
 
 func (n *Node) renew(ctx context.Context) (cert.Chain, error) {

@@ -89,7 +89,20 @@ as the server sees it, shows that an outsider is refused, and cleans up.`,
 type demoResult struct {
 	Tree     tree.Node `json:"tree"`
 	Outsider string    `json:"outsider"`
+	Job      demoJob   `json:"job"`
 	Seconds  float64   `json:"seconds"`
+}
+
+// demoJob is what the demo's signed job did.
+type demoJob struct {
+	ID      string   `json:"id"`
+	Targets []string `json:"targets"`
+	// For lists the nodes that hold the job for themselves, by name.
+	For []string `json:"for"`
+	// Offline is the node that was offline when the job was sent.
+	Offline string `json:"offline"`
+	// CaughtUp says whether it held the job after it came back.
+	CaughtUp bool `json:"caught_up"`
 }
 
 func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
@@ -151,7 +164,11 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 		return err
 	}
 	say("\nAn outsider without a certificate: %s", outsider)
-	res := demoResult{Tree: t, Outsider: outsider, Seconds: time.Since(start).Seconds()}
+	job, err := a.demoJob(ctx, dir, nodes, say, log)
+	if err != nil {
+		return err
+	}
+	res := demoResult{Tree: t, Outsider: outsider, Job: job, Seconds: time.Since(start).Seconds()}
 	say("\nDemo finished in %.1fs.", res.Seconds)
 	if a.json {
 		return a.emit(res, nil)
@@ -208,4 +225,106 @@ func tryOutsider(ctx context.Context, server *node.Node) (string, error) {
 		return "", fmt.Errorf("outsider got an answer from the tree protocol")
 	}
 	return "it connected and asked for the tree: its stream was reset, and the connection is closed when the hello timeout passes", nil
+}
+
+// demoJob has an administrator sign a job for the clients of site c while
+// c2 is offline, shows which nodes hold it, and brings c2 back.
+func (a *app) demoJob(ctx context.Context, dir string, nodes map[string]*node.Node, say func(string, ...any), log *slog.Logger) (demoJob, error) {
+	keyPath := filepath.Join(dir, "alice.key")
+	key, err := home.NewKey()
+	if err != nil {
+		return demoJob{}, err
+	}
+	if err := home.WriteKey(keyPath, key); err != nil {
+		return demoJob{}, err
+	}
+	if err := home.WritePub(keyPath+".pub", key.GetPublic()); err != nil {
+		return demoJob{}, err
+	}
+	pub, err := os.ReadFile(keyPath + ".pub")
+	if err != nil {
+		return demoJob{}, err
+	}
+	adm, err := nodes["server"].CertifyAdmin(ctx, api.AdminRequest{Name: "alice", PubKey: string(pub)})
+	if err != nil {
+		return demoJob{}, fmt.Errorf("certify the demo's admin: %w", err)
+	}
+	if err := os.WriteFile(keyPath+".cert", []byte(adm.Cert), 0o644); err != nil {
+		return demoJob{}, err
+	}
+	say("\nAdmin alice's key is certified by the server for the whole tree ('swdist admin add').")
+	offline := "c2"
+	if err := nodes[offline].Close(); err != nil {
+		return demoJob{}, err
+	}
+	delete(nodes, offline)
+	f := jobFlags{typ: "run", command: "uname -a", timeout: time.Minute, expires: time.Hour,
+		targets: []string{"site=c", "role=client"}, signKey: keyPath}
+	raw, m, err := f.sign()
+	if err != nil {
+		return demoJob{}, err
+	}
+	created, err := nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: raw})
+	if err != nil {
+		return demoJob{}, err
+	}
+	say("Alice signs job %s (run %q, targets %s) while %s is offline ('swdist job create').", short(m.JobID), f.command, m.Target, offline)
+	forNode := func(n *node.Node) (held, forMe bool) {
+		jobs, _ := n.ListJobs(ctx)
+		for _, j := range jobs {
+			if j.ID == created.ID {
+				return true, j.ForThisNode
+			}
+		}
+		return false, false
+	}
+	// Wait until the online targets hold it, then show every node.
+	for {
+		_, c1 := forNode(nodes["c1"])
+		_, c3 := forNode(nodes["c3"])
+		if c1 && c3 {
+			break
+		}
+		if ctx.Err() != nil {
+			return demoJob{}, fmt.Errorf("the job did not reach c1 and c3: %w", ctx.Err())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	time.Sleep(200 * time.Millisecond) // let anything wrongly sent arrive too
+	res := demoJob{ID: created.ID, Targets: created.Targets, Offline: offline}
+	say("\nWho holds the job ('swdist job ls' on each node):")
+	for _, d := range demoLayout {
+		n, up := nodes[d.name]
+		state := "offline"
+		if up {
+			switch held, forMe := forNode(n); {
+			case forMe:
+				state = "holds it: it is for this node"
+				res.For = append(res.For, d.name)
+			case held:
+				state = "holds it, to pass on"
+			default:
+				state = "-"
+			}
+		}
+		say("  %-8s %-6s site %-3s %s", d.name, d.role, d.site, state)
+	}
+	n, err := node.Open(ctx, home.Home{Dir: filepath.Join(dir, offline)}, node.Options{Logger: log.With("node", offline), NoAPI: true})
+	if err != nil {
+		return demoJob{}, err
+	}
+	nodes[offline] = n
+	if err := n.Start(ctx); err != nil {
+		return demoJob{}, err
+	}
+	for !res.CaughtUp && ctx.Err() == nil {
+		_, res.CaughtUp = forNode(n)
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !res.CaughtUp {
+		return demoJob{}, fmt.Errorf("%s did not catch up on the job", offline)
+	}
+	res.For = append(res.For, offline)
+	say("%s comes back and catches up from its relay: it holds the job now.", offline)
+	return res, nil
 }

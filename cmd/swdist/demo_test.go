@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"slices"
 	"testing"
 
 	"github.com/swdist/swdist/hierarchy/tree"
@@ -63,5 +64,11 @@ func TestDemo(t *testing.T) {
 	}
 	if res.Outsider == "" {
 		t.Error("demo did not report the outsider")
+	}
+	// The job for site=c role=client reached exactly c1, c3 and, after it
+	// came back, c2.
+	slices.Sort(res.Job.For)
+	if !slices.Equal(res.Job.For, []string{"c1", "c2", "c3"}) || res.Job.Offline != "c2" || !res.Job.CaughtUp {
+		t.Errorf("demo job: %+v", res.Job)
 	}
 }

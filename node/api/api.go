@@ -81,6 +81,10 @@ type Backend interface {
 	Tree(ctx context.Context, depth int) (tree.Node, error)
 	CreateToken(ctx context.Context, req TokenRequest) (Token, error)
 	Revoke(ctx context.Context, req RevokeRequest) (Revocation, error)
+	CertifyAdmin(ctx context.Context, req AdminRequest) (AdminCert, error)
+	SubmitJob(ctx context.Context, req JobSubmit) (JobCreated, error)
+	ListJobs(ctx context.Context) ([]Job, error)
+	ShowJob(ctx context.Context, id string) (JobDetail, error)
 }
 
 // Error is a failed request: the status and what to tell the operator.
@@ -146,6 +150,22 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 		}
 		return b.Revoke(r.Context(), req)
 	})
+	handle(mux, "POST /v1/admins", func(r *http.Request) (any, error) {
+		var req AdminRequest
+		if err := decode(r, &req); err != nil {
+			return nil, err
+		}
+		return b.CertifyAdmin(r.Context(), req)
+	})
+	handle(mux, "POST /v1/jobs", func(r *http.Request) (any, error) {
+		var req JobSubmit
+		if err := decode(r, &req); err != nil {
+			return nil, err
+		}
+		return b.SubmitJob(r.Context(), req)
+	})
+	handle(mux, "GET /v1/jobs", func(r *http.Request) (any, error) { return b.ListJobs(r.Context()) })
+	handle(mux, "GET /v1/jobs/{id}", func(r *http.Request) (any, error) { return b.ShowJob(r.Context(), r.PathValue("id")) })
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil
 }
 

@@ -109,3 +109,27 @@ func (c *Client) Revoke(ctx context.Context, req RevokeRequest) (Revocation, err
 	var out Revocation
 	return out, c.do(ctx, http.MethodPost, "/v1/revocations", req, &out)
 }
+
+// CertifyAdmin calls POST /v1/admins.
+func (c *Client) CertifyAdmin(ctx context.Context, req AdminRequest) (AdminCert, error) {
+	var out AdminCert
+	return out, c.do(ctx, http.MethodPost, "/v1/admins", req, &out)
+}
+
+// SubmitJob calls POST /v1/jobs.
+func (c *Client) SubmitJob(ctx context.Context, req JobSubmit) (JobCreated, error) {
+	var out JobCreated
+	return out, c.do(ctx, http.MethodPost, "/v1/jobs", req, &out)
+}
+
+// ListJobs calls GET /v1/jobs.
+func (c *Client) ListJobs(ctx context.Context) ([]Job, error) {
+	var out []Job
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs", nil, &out)
+}
+
+// ShowJob calls GET /v1/jobs/{id}.
+func (c *Client) ShowJob(ctx context.Context, id string) (JobDetail, error) {
+	var out JobDetail
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &out)
+}

@@ -61,6 +61,9 @@ type Tree struct {
 	ReconnectMin Duration `toml:"reconnect_min"`
 	ReconnectMax Duration `toml:"reconnect_max"`
 	HelloTimeout Duration `toml:"hello_timeout"`
+	// CatchUpEvery is how often, on average, a node asks its parent for
+	// manifests it may have missed (besides at every reconnection).
+	CatchUpEvery Duration `toml:"catch_up_every"`
 }
 
 // Log configures logging.
@@ -119,6 +122,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Tree.HelloTimeout.Duration == 0 {
 		c.Tree.HelloTimeout.Duration = 10 * time.Second
+	}
+	if c.Tree.CatchUpEvery.Duration == 0 {
+		c.Tree.CatchUpEvery.Duration = time.Minute
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

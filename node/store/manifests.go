@@ -112,3 +112,13 @@ func (s *Store) Jobs(ctx context.Context) ([]Job, error) {
 	}
 	return out, rows.Err()
 }
+
+// ManifestRaw returns the signed manifest of one job.
+func (s *Store) ManifestRaw(ctx context.Context, id string) ([]byte, error) {
+	var raw []byte
+	err := s.db.QueryRowContext(ctx, `SELECT raw FROM manifests WHERE job_id = ?`, id).Scan(&raw)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, fmt.Errorf("no job %s here: see 'swdist job ls'", id)
+	}
+	return raw, err
+}

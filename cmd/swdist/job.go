@@ -1,0 +1,239 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"maps"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/node"
+	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/home"
+)
+
+// jobTypes are the job types that can be created now.
+var jobTypes = []string{"run"}
+
+func (a *app) jobCmd() *cobra.Command {
+	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
+	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd())
+	return cmd
+}
+
+type jobFlags struct {
+	typ, command, signKey, adminCert, out string
+	timeout, expires, notBefore           time.Duration
+	targets                               []string
+}
+
+func (a *app) jobCreateCmd() *cobra.Command {
+	var f jobFlags
+	cmd := &cobra.Command{
+		Use:   "create --type run --command CMD --target SELECTOR... --sign-key KEY",
+		Short: "Sign a job with an administrator's key and send it down the tree",
+		Long: `create signs a job manifest with the administrator's key (KEY, its
+certificate KEY.cert beside it) on this machine and submits it to the
+managing node of --home, which sends it to its subtree. With --out, the
+signed manifest is written to a file instead, for 'swdist job submit'.
+
+Targets combine as AND: all, site=S, group=G, role=client|relay,
+peer=P1,P2, subtree=P.`,
+		Args: args(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			raw, m, err := f.sign()
+			if err != nil {
+				return err
+			}
+			if f.out != "" {
+				if err := os.WriteFile(f.out, raw, 0o644); err != nil {
+					return fmt.Errorf("write manifest: %w", err)
+				}
+				res := api.JobCreated{ID: m.JobID, Seq: m.Seq, Targets: strings.Fields(m.Target.String())}
+				return a.emit(res, func(w io.Writer) {
+					fmt.Fprintf(w, "Signed job %s (seq %d) into %s; submit it with 'swdist job submit %s' on a managing node.\n", m.JobID, m.Seq, f.out, f.out)
+				})
+			}
+			return a.submit(raw)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.typ, "type", "", "job type: "+strings.Join(jobTypes, ", ")+" (required)")
+	fl.StringVar(&f.command, "command", "", "for --type run: the command line to run")
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "for --type run: how long the command may run")
+	fl.StringArrayVar(&f.targets, "target", nil, "which nodes: all, site=S, group=G, role=R, peer=P1,P2, subtree=P; repeatable, combined as AND (required)")
+	fl.StringVar(&f.signKey, "sign-key", "", "the administrator's private key (required)")
+	fl.StringVar(&f.adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
+	fl.DurationVar(&f.expires, "expires", 24*time.Hour, "the job expires this long after it is created")
+	fl.DurationVar(&f.notBefore, "not-before", 0, "the job may start only this long after it is created")
+	fl.StringVar(&f.out, "out", "", "write the signed manifest to this file instead of submitting it")
+	return cmd
+}
+
+// sign builds and signs the manifest described by the flags.
+func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
+	var m gossip.Manifest
+	switch f.typ {
+	case "":
+		return nil, m, usagef("--type is required: %s", strings.Join(jobTypes, ", "))
+	case "run":
+		if strings.TrimSpace(f.command) == "" {
+			return nil, m, usagef("--type run needs --command")
+		}
+		m.Params = map[string]string{"command": f.command, "timeout": f.timeout.String()}
+	default:
+		return nil, m, usagef("--type %q is not available yet; available: %s", f.typ, strings.Join(jobTypes, ", "))
+	}
+	if f.signKey == "" {
+		return nil, m, usagef("--sign-key is required: the administrator's key from 'swdist admin keygen'")
+	}
+	sel, err := gossip.ParseSelector(f.targets)
+	if err != nil {
+		return nil, m, usageError{err}
+	}
+	if f.expires <= f.notBefore {
+		return nil, m, usagef("--expires %s must be after --not-before %s", f.expires, f.notBefore)
+	}
+	key, err := home.ReadKey(f.signKey)
+	if err != nil {
+		return nil, m, err
+	}
+	certFile := f.adminCert
+	if certFile == "" {
+		certFile = f.signKey + ".cert"
+	}
+	adm, err := node.ReadAdminCert(certFile)
+	if err != nil {
+		return nil, m, err
+	}
+	seq, err := nextSeq(f.signKey + ".seq")
+	if err != nil {
+		return nil, m, err
+	}
+	now := time.Now().Truncate(time.Second)
+	m.JobID, m.Seq, m.Type, m.Target = gossip.NewJobID(), seq, f.typ, sel
+	m.CreatedAt, m.NotBefore, m.ExpiresAt = now, now.Add(f.notBefore), now.Add(f.expires)
+	s, err := gossip.Sign(m, key, adm)
+	if err != nil {
+		return nil, m, err
+	}
+	raw, err := gossip.Encode(s)
+	return raw, m, err
+}
+
+// nextSeq returns the administrator's next sequence number, kept beside the
+// key. It never goes below the current time in milliseconds, so a lost
+// file does not make an old number come back.
+func nextSeq(path string) (uint64, error) {
+	var last uint64
+	if data, err := os.ReadFile(path); err == nil {
+		last, _ = strconv.ParseUint(strings.TrimSpace(string(data)), 10, 64)
+	}
+	seq := max(last+1, uint64(time.Now().UnixMilli()))
+	if err := os.WriteFile(path, []byte(strconv.FormatUint(seq, 10)+"\n"), 0o600); err != nil {
+		return 0, fmt.Errorf("record sequence number: %w", err)
+	}
+	return seq, nil
+}
+
+func (a *app) submit(raw []byte) error {
+	c, h, err := a.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := ctxTimeout()
+	defer cancel()
+	res, err := c.SubmitJob(ctx, api.JobSubmit{Manifest: raw})
+	if err != nil {
+		return daemonErr(h, err)
+	}
+	return a.emit(res, func(w io.Writer) {
+		fmt.Fprintf(w, "Job %s (seq %d) sent to %s.\n", res.ID, res.Seq, strings.Join(res.Targets, " "))
+	})
+}
+
+func (a *app) jobSubmitCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "submit FILE",
+		Short: "Submit a manifest signed with 'swdist job create --out'",
+		Args:  args(1, "the FILE written by 'swdist job create --out'"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			raw, err := os.ReadFile(argv[0])
+			if err != nil {
+				return fmt.Errorf("read manifest: %w", err)
+			}
+			return a.submit(raw)
+		},
+	}
+}
+
+func (a *app) jobLsCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "List the jobs that reached this node",
+		Args:  args(0, ""),
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			c, h, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := ctxTimeout()
+			defer cancel()
+			jobs, err := c.ListJobs(ctx)
+			if err != nil {
+				return daemonErr(h, err)
+			}
+			return a.emit(jobs, func(w io.Writer) {
+				if len(jobs) == 0 {
+					fmt.Fprintln(w, "No jobs here.")
+					return
+				}
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintln(tw, "ID\tTYPE\tADMIN\tTARGET\tFOR THIS NODE\tCREATED\tEXPIRES")
+				for _, j := range jobs {
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", j.ID, j.Type, j.Admin, j.Target, j.ForThisNode,
+						j.CreatedAt.Local().Format(time.DateTime), j.ExpiresAt.Local().Format(time.DateTime))
+				}
+				tw.Flush()
+			})
+		},
+	}
+}
+
+func (a *app) jobShowCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "show ID",
+		Short: "Show a job's manifest, its signer and the signer's scope",
+		Args:  args(1, "a job ID (see 'swdist job ls')"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			c, h, err := a.client()
+			if err != nil {
+				return err
+			}
+			ctx, cancel := ctxTimeout()
+			defer cancel()
+			d, err := c.ShowJob(ctx, argv[0])
+			if err != nil {
+				return daemonErr(h, err)
+			}
+			return a.emit(d, func(w io.Writer) {
+				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+				fmt.Fprintf(tw, "id\t%s\ntype\t%s\nsequence\t%d\ntargets\t%s\ncreated\t%s\nnot before\t%s\nexpires\t%s\n",
+					d.ID, d.Type, d.Seq, strings.Join(d.Targets, " "), d.CreatedAt.Format(time.RFC3339),
+					d.NotBefore.Format(time.RFC3339), d.ExpiresAt.Format(time.RFC3339))
+				for _, k := range slices.Sorted(maps.Keys(d.Params)) {
+					fmt.Fprintf(tw, "%s\t%s\n", k, d.Params[k])
+				}
+				fmt.Fprintf(tw, "signed by\t%s\nadmin scope\tsubtree of %s\ncertified by\t%s\n", d.Admin, d.AdminScope, d.AdminIssuer)
+				tw.Flush()
+			})
+		},
+	}
+}

@@ -1,0 +1,60 @@
+package api
+
+import "time"
+
+// AdminRequest asks a managing node to certify an administrator's key.
+type AdminRequest struct {
+	Name     string `json:"name"`
+	PubKey   string `json:"pubkey"` // PEM, as written by 'swdist admin keygen'
+	Scope    string `json:"scope"`  // empty: this node
+	Lifetime string `json:"lifetime"`
+}
+
+// AdminCert is a certified administrator.
+type AdminCert struct {
+	Name     string    `json:"name"`
+	Scope    string    `json:"scope"`
+	Issuer   string    `json:"issuer"`
+	NotAfter time.Time `json:"not_after"`
+	Cert     string    `json:"cert"` // PEM, to give to the administrator
+}
+
+// JobSubmit carries a signed manifest.
+type JobSubmit struct {
+	Manifest []byte `json:"manifest"`
+}
+
+// JobCreated is what 'swdist job create' prints.
+type JobCreated struct {
+	ID      string   `json:"id"`
+	Seq     uint64   `json:"seq"`
+	Targets []string `json:"targets"`
+}
+
+// Job is one entry of 'swdist job ls'.
+type Job struct {
+	ID          string    `json:"id"`
+	Type        string    `json:"type"`
+	Admin       string    `json:"admin"`
+	Target      string    `json:"target"`
+	ForThisNode bool      `json:"for_this_node"`
+	CreatedAt   time.Time `json:"created_at"`
+	ExpiresAt   time.Time `json:"expires_at"`
+}
+
+// JobDetail is 'swdist job show': the decoded manifest, its signer and scope.
+type JobDetail struct {
+	ID          string            `json:"id"`
+	Seq         uint64            `json:"seq"`
+	Type        string            `json:"type"`
+	Params      map[string]string `json:"params"`
+	Targets     []string          `json:"targets"`
+	CreatedAt   time.Time         `json:"created_at"`
+	NotBefore   time.Time         `json:"not_before"`
+	ExpiresAt   time.Time         `json:"expires_at"`
+	Admin       string            `json:"admin"`
+	AdminScope  string            `json:"admin_scope"`
+	AdminIssuer string            `json:"admin_issuer"`
+	PackageCID  string            `json:"package_cid,omitempty"`
+	PackageSize uint64            `json:"package_size,omitempty"`
+}
