@@ -68,6 +68,8 @@ type Service struct {
 	sub  *pubsub.Subscription
 	self peer.ID
 
+	traffic counter
+
 	mu       sync.Mutex
 	rejected map[string]int
 }
@@ -89,6 +91,7 @@ func New(ctx context.Context, h host.Host, cfg Config) (*Service, error) {
 		pubsub.WithNoAuthor(),
 		pubsub.WithMessageIdFn(func(m *pb.Message) string { sum := sha256.Sum256(m.Data); return string(sum[:]) }),
 		pubsub.WithPeerFilter(s.allowPeer),
+		pubsub.WithRawTracer(&s.traffic),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("start gossipsub: %w", err)

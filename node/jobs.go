@@ -109,3 +109,6 @@ func (n *Node) Jobs(ctx context.Context) ([]api.Job, error) { return n.ListJobs(
 
 // GossipRejected counts the manifests this node refused, by reason.
 func (n *Node) GossipRejected() map[string]int { return n.gossip.Rejected() }
+
+// GossipTraffic counts manifest copies received and sent by this node.
+func (n *Node) GossipTraffic() gossip.Traffic { return n.gossip.Traffic() }

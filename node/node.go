@@ -36,12 +36,16 @@ type Options struct {
 	// NoAPI skips the control socket (in-process tests and benchmarks that
 	// call the node's methods directly).
 	NoAPI bool
+	// OnManifest, if set, runs when this node accepts a new manifest
+	// (benchmarks time delivery with it).
+	OnManifest func(jobID string, forThisNode bool)
 }
 
 // Node is a running swdist node.
 type Node struct {
 	home    home.Home
 	cfg     config.Config
+	opts    Options
 	key     crypto.PrivKey
 	rootKey crypto.PrivKey // only on the root node
 	log     *slog.Logger
@@ -79,7 +83,7 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{home: h, cfg: cfg, log: log}
+	n := &Node{home: h, cfg: cfg, log: log, opts: opts}
 	defer func() {
 		if err != nil {
 			n.Close() // whatever was opened before the error
@@ -245,8 +249,11 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		n.issuer.Start()
 	}
-	g, err := gossip.New(ctx, n.host, gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent,
-		Member: n.member, Store: n.store, Logger: n.log})
+	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log}
+	if f := n.opts.OnManifest; f != nil {
+		gcfg.OnAccepted = func(v gossip.Verified, forMe bool) { f(v.JobID, forMe) }
+	}
+	g, err := gossip.New(ctx, n.host, gcfg)
 	if err != nil {
 		return err
 	}

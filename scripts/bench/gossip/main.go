@@ -1,0 +1,305 @@
+// Command gossip measures how fast a signed manifest reaches every targeted
+// node of a 3-level tree (server → relays → clients, each a real libp2p host
+// on loopback in this process), how many copies each node receives, and how
+// fast clients that were offline during the send catch up when they return.
+//
+//	go run ./scripts/bench/gossip -relays 10 -clients 99
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"math/rand/v2"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"slices"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/node"
+	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/home"
+)
+
+func main() {
+	relays := flag.Int("relays", 10, "relays under the server")
+	clients := flag.Int("clients", 99, "clients under each relay")
+	offline := flag.Float64("offline", 0.10, "share of clients offline during the second send")
+	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *timeout)
+	defer cancel()
+	if err := run(ctx, *relays, *clients, *offline); err != nil {
+		fmt.Fprintln(os.Stderr, "gossip:", err)
+		os.Exit(1)
+	}
+}
+
+// bench holds the tree and when each node accepted each job.
+type bench struct {
+	dir   string
+	log   *slog.Logger
+	mu    sync.Mutex
+	nodes map[string]*node.Node
+	got   map[string]map[string]time.Time // job → node name → when accepted
+}
+
+func (b *bench) open(ctx context.Context, name string) (*node.Node, error) {
+	n, err := node.Open(ctx, home.Home{Dir: filepath.Join(b.dir, name)}, node.Options{NoAPI: true, Logger: b.log,
+		OnManifest: func(job string, forMe bool) {
+			if !forMe {
+				return
+			}
+			b.mu.Lock()
+			if b.got[job] == nil {
+				b.got[job] = map[string]time.Time{}
+			}
+			b.got[job][name] = time.Now()
+			b.mu.Unlock()
+		}})
+	if err != nil {
+		return nil, err
+	}
+	b.mu.Lock()
+	b.nodes[name] = n
+	b.mu.Unlock()
+	return n, n.Start(ctx)
+}
+
+func (b *bench) join(ctx context.Context, parent *node.Node, name string, role cert.Role, site string) error {
+	tok, err := parent.CreateToken(ctx, api.TokenRequest{Role: string(role), Site: site})
+	if err != nil {
+		return err
+	}
+	if _, err := node.Join(ctx, home.Home{Dir: filepath.Join(b.dir, name)}, node.JoinOptions{Token: tok.Token,
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
+		return fmt.Errorf("join %s: %w", name, err)
+	}
+	_, err = b.open(ctx, name)
+	return err
+}
+
+// traffic counts, for each node, the copies received and sent on the wire.
+func (b *bench) traffic() map[string]gossip.Traffic {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	out := map[string]gossip.Traffic{}
+	for name, n := range b.nodes {
+		out[name] = n.GossipTraffic()
+	}
+	return out
+}
+
+func (b *bench) waitFor(ctx context.Context, job string, names []string) error {
+	for {
+		b.mu.Lock()
+		n := 0
+		for _, name := range names {
+			if _, ok := b.got[job][name]; ok {
+				n++
+			}
+		}
+		b.mu.Unlock()
+		if n == len(names) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return fmt.Errorf("only %d of %d nodes got job %s: %w", n, len(names), job, ctx.Err())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func pct(ds []time.Duration, p float64) time.Duration {
+	slices.Sort(ds)
+	return ds[min(len(ds)-1, int(float64(len(ds))*p))]
+}
+
+func run(ctx context.Context, relays, clients int, offlineShare float64) error {
+	dir, err := os.MkdirTemp("", "swdist-bench-gossip-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	b := &bench{dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil)), nodes: map[string]*node.Node{}, got: map[string]map[string]time.Time{}}
+	defer func() {
+		for _, n := range b.nodes {
+			n.Close()
+		}
+	}()
+	if _, err := node.Init(home.Home{Dir: filepath.Join(dir, "server")}, node.InitOptions{Role: cert.RoleServer, Site: "hq",
+		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
+		return err
+	}
+	server, err := b.open(ctx, "server")
+	if err != nil {
+		return err
+	}
+	var clientNames []string
+	start := time.Now()
+	for r := range relays {
+		rname := fmt.Sprintf("r%02d", r)
+		if err := b.join(ctx, server, rname, cert.RoleRelay, rname); err != nil {
+			return err
+		}
+	}
+	sem := make(chan struct{}, 32)
+	errs := make(chan error, relays*clients)
+	var wg sync.WaitGroup
+	for r := range relays {
+		relay := b.nodes[fmt.Sprintf("r%02d", r)]
+		for c := range clients {
+			name := fmt.Sprintf("r%02d-c%03d", r, c)
+			clientNames = append(clientNames, name)
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				sem <- struct{}{}
+				defer func() { <-sem }()
+				if err := b.join(ctx, relay, name, cert.RoleClient, fmt.Sprintf("r%02d", r)); err != nil {
+					errs <- err
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	total := 1 + relays + relays*clients
+	fmt.Printf("swdist gossip benchmark: %d hosts in one process on loopback (1 server, %d relays, %d clients each), enrolled in %s\n",
+		total, relays, clients, time.Since(start).Round(time.Millisecond))
+	time.Sleep(3 * time.Second) // let subscriptions settle
+
+	keyPath := filepath.Join(dir, "admin.key")
+	key, err := home.NewKey()
+	if err != nil {
+		return err
+	}
+	pub := filepath.Join(dir, "admin.pub")
+	if err := home.WritePub(pub, key.GetPublic()); err != nil {
+		return err
+	}
+	pubText, _ := os.ReadFile(pub)
+	adm, err := server.CertifyAdmin(ctx, api.AdminRequest{Name: "bench", PubKey: string(pubText)})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(keyPath+".cert", []byte(adm.Cert), 0o644); err != nil {
+		return err
+	}
+	admCert, err := node.ReadAdminCert(keyPath + ".cert")
+	if err != nil {
+		return err
+	}
+	send := func(seq uint64) (string, time.Time, error) {
+		sel, _ := gossip.ParseSelector([]string{"role=client"})
+		now := time.Now()
+		s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
+			ExpiresAt: now.Add(time.Hour), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, admCert)
+		if err != nil {
+			return "", now, err
+		}
+		raw, _ := gossip.Encode(s)
+		res, err := server.SubmitJob(ctx, api.JobSubmit{Manifest: raw})
+		return res.ID, now, err
+	}
+
+	// 1. Everyone online.
+	before := b.traffic()
+	job, signed, err := send(1)
+	if err != nil {
+		return err
+	}
+	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
+	err = b.waitFor(wctx, job, clientNames)
+	wcancel()
+	if err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // late duplicates
+	var lat []time.Duration
+	b.mu.Lock()
+	for _, at := range b.got[job] {
+		lat = append(lat, at.Sub(signed))
+	}
+	b.mu.Unlock()
+	after := b.traffic()
+	var maxRecv, sumRecv, maxSent, sumSent int64
+	var maxSender string
+	for name, n := range after {
+		r, s := n.Received-before[name].Received, n.Sent-before[name].Sent
+		sumRecv += r
+		maxRecv = max(maxRecv, r)
+		sumSent += s
+		if s > maxSent {
+			maxSent, maxSender = s, name
+		}
+	}
+	fmt.Printf("all online:          %d targeted clients; signing to delivery p50 %s, p99 %s, max %s (target p99 <= 1 s)\n",
+		len(lat), pct(lat, 0.5).Round(time.Millisecond), pct(lat, 0.99).Round(time.Millisecond), slices.Max(lat).Round(time.Millisecond))
+	fmt.Printf("copies received:     at most %d per node, %.2f on average over %d nodes (target <= 3)\n",
+		maxRecv, float64(sumRecv)/float64(len(after)-1), len(after)-1)
+	fmt.Printf("copies sent:         %d in all, %.2f per node on average, at most %d (by %s: one per child)\n",
+		sumSent, float64(sumSent)/float64(len(after)), maxSent, maxSender)
+
+	// 2. A share of the clients offline during the send, then back.
+	off := slices.Clone(clientNames)
+	rand.Shuffle(len(off), func(i, j int) { off[i], off[j] = off[j], off[i] })
+	off = off[:int(float64(len(off))*offlineShare)]
+	for _, name := range off {
+		b.mu.Lock()
+		n := b.nodes[name]
+		delete(b.nodes, name)
+		b.mu.Unlock()
+		n.Close()
+	}
+	job2, _, err := send(2)
+	if err != nil {
+		return err
+	}
+	var online []string
+	for _, name := range clientNames {
+		if !slices.Contains(off, name) {
+			online = append(online, name)
+		}
+	}
+	wctx, wcancel = context.WithTimeout(ctx, 60*time.Second)
+	err = b.waitFor(wctx, job2, online)
+	wcancel()
+	if err != nil {
+		return err
+	}
+	back := map[string]time.Time{}
+	for _, name := range off {
+		back[name] = time.Now()
+		if _, err := b.open(ctx, name); err != nil {
+			return err
+		}
+	}
+	wctx, wcancel = context.WithTimeout(ctx, 60*time.Second)
+	err = b.waitFor(wctx, job2, off)
+	wcancel()
+	if err != nil {
+		return err
+	}
+	var catch []time.Duration
+	b.mu.Lock()
+	for _, name := range off {
+		catch = append(catch, b.got[job2][name].Sub(back[name]))
+	}
+	b.mu.Unlock()
+	fmt.Printf("offline during send: %d clients (%.0f%%); from restart to holding the job p50 %s, p99 %s, max %s (target <= 5 s)\n",
+		len(off), offlineShare*100, pct(catch, 0.5).Round(time.Millisecond), pct(catch, 0.99).Round(time.Millisecond), slices.Max(catch).Round(time.Millisecond))
+	return nil
+}
