@@ -26,13 +26,22 @@ func ReadAdminCert(path string) (admin.Signed, error) {
 	if err != nil {
 		return admin.Signed{}, fmt.Errorf("read admin certificate: %w (get it from 'swdist admin add' on a managing node)", err)
 	}
+	s, err := ReadAdminCertText(data)
+	if err != nil {
+		return admin.Signed{}, fmt.Errorf("admin certificate %s: %w", path, err)
+	}
+	return s, nil
+}
+
+// ReadAdminCertText parses an admin certificate's file form.
+func ReadAdminCertText(data []byte) (admin.Signed, error) {
 	block, _ := pem.Decode(data)
 	if block == nil || block.Type != adminPEM {
-		return admin.Signed{}, fmt.Errorf("admin certificate %s: not a PEM %q block", path, adminPEM)
+		return admin.Signed{}, fmt.Errorf("not a PEM %q block", adminPEM)
 	}
 	var s admin.Signed
 	if err := cert.Unmarshal(block.Bytes, &s); err != nil {
-		return admin.Signed{}, fmt.Errorf("admin certificate %s: %w", path, err)
+		return admin.Signed{}, err
 	}
 	return s, nil
 }

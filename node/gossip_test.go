@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -156,5 +158,46 @@ func TestRelayRestartLosesNoManifest(t *testing.T) {
 		for _, id := range ids {
 			eventually(t, name+" holds "+id, func() bool { held, _ := holds(c.nodes[name], id); return held })
 		}
+	}
+}
+
+// TestAdminScopeBelowRoot: 'admin add --scope RELAY' on the server has the
+// relay certify the admin for its subtree; that admin's jobs stay there.
+func TestAdminScopeBelowRoot(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, _, err := crypto.GenerateEd25519Key(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubPath := filepath.Join(t.TempDir(), "k.pub")
+	if err := home.WritePub(pubPath, key.GetPublic()); err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := os.ReadFile(pubPath)
+	ra := c.id("relay-a").String()
+	res, err := c.nodes["server"].CertifyAdmin(ctx, api.AdminRequest{Name: "bob", PubKey: string(pub), Scope: ra})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Scope != ra || res.Issuer != ra {
+		t.Fatalf("certified for %s by %s, want relay-a for both", res.Scope, res.Issuer)
+	}
+	adm, err := node.ReadAdminCertText([]byte(res.Cert))
+	if err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, 1, "all")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 holds bob's job", func() bool { _, forMe := holds(c.nodes["a1"], job.ID); return forMe })
+	eventually(t, "relay-b refuses it", func() bool { return c.nodes["relay-b"].GossipRejected()[gossip.ErrOutOfScope.Error()] > 0 })
+	if held, _ := holds(c.nodes["b1"], job.ID); held {
+		t.Error("b1 got a job outside bob's scope")
+	}
+	// A relay cannot grant a scope outside its subtree.
+	if _, err := c.nodes["relay-b"].CertifyAdmin(ctx, api.AdminRequest{Name: "eve", PubKey: string(pub), Scope: ra}); err == nil {
+		t.Error("relay-b had relay-a certify an admin")
 	}
 }

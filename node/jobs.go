@@ -5,10 +5,12 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
@@ -16,26 +18,50 @@ import (
 )
 
 // CertifyAdmin implements api.Backend: this managing node certifies an
-// administrator's key for its own subtree.
-func (n *Node) CertifyAdmin(_ context.Context, req api.AdminRequest) (api.AdminCert, error) {
+// administrator's key for its own subtree, or, with a scope below it, asks
+// that relay to certify it for its subtree.
+func (n *Node) CertifyAdmin(ctx context.Context, req api.AdminRequest) (api.AdminCert, error) {
 	if n.issuer == nil {
 		return api.AdminCert{}, api.BadRequest("this node is a client: certify administrators on a server or relay")
 	}
 	if req.Scope != "" && req.Scope != n.host.ID().String() {
-		return api.AdminCert{}, api.BadRequest("--scope %s: this node can grant only its own subtree (%s); run 'swdist admin add' on %s instead", req.Scope, n.host.ID(), req.Scope)
+		scope, err := peer.Decode(req.Scope)
+		if err != nil {
+			return api.AdminCert{}, api.BadRequest("--scope %q is not a peer ID: %v", req.Scope, err)
+		}
+		if _, err := parseAdminPub(req.PubKey); err != nil {
+			return api.AdminCert{}, err
+		}
+		return n.certifyBelow(ctx, scope, req)
 	}
-	block, _ := pem.Decode([]byte(req.PubKey))
+	return n.certifyHere(req)
+}
+
+func parseAdminPub(text string) (crypto.PubKey, error) {
+	block, _ := pem.Decode([]byte(text))
 	if block == nil || block.Type != "PUBLIC KEY" {
-		return api.AdminCert{}, api.BadRequest("--pubkey: not a PEM public key; make one with 'swdist admin keygen'")
+		return nil, api.BadRequest("--pubkey: not a PEM public key; make one with 'swdist admin keygen'")
 	}
 	k, err := x509.ParsePKIXPublicKey(block.Bytes)
 	ek, ok := k.(ed25519.PublicKey)
 	if err != nil || !ok {
-		return api.AdminCert{}, api.BadRequest("--pubkey: want an Ed25519 public key made by 'swdist admin keygen'")
+		return nil, api.BadRequest("--pubkey: want an Ed25519 public key made by 'swdist admin keygen'")
 	}
 	pub, err := crypto.UnmarshalEd25519PublicKey(ek)
 	if err != nil {
-		return api.AdminCert{}, api.BadRequest("--pubkey: %v", err)
+		return nil, api.BadRequest("--pubkey: %v", err)
+	}
+	return pub, nil
+}
+
+// certifyHere certifies an administrator for this node's own subtree.
+func (n *Node) certifyHere(req api.AdminRequest) (api.AdminCert, error) {
+	if n.issuer == nil {
+		return api.AdminCert{}, api.BadRequest("this node is a client and cannot certify administrators")
+	}
+	pub, err := parseAdminPub(req.PubKey)
+	if err != nil {
+		return api.AdminCert{}, err
 	}
 	lifetime := admin.DefaultLifetime
 	if req.Lifetime != "" {
@@ -56,6 +82,18 @@ func (n *Node) CertifyAdmin(_ context.Context, req api.AdminRequest) (api.AdminC
 	}
 	n.log.Info("administrator certified", "name", c.Name, "scope", c.Scope, "until", c.NotAfter)
 	return api.AdminCert{Name: c.Name, Scope: c.Scope.String(), Issuer: c.Issuer.String(), NotAfter: c.NotAfter, Cert: string(text)}, nil
+}
+
+// checkAdminCert verifies an admin certificate and that its scope is scope.
+func (n *Node) checkAdminCert(s admin.Signed, scope peer.ID) error {
+	a, _, err := admin.Verify(n.verifier, s, time.Now())
+	if err != nil {
+		return fmt.Errorf("certificate from %s: %w", scope, err)
+	}
+	if a.Scope != scope {
+		return fmt.Errorf("certificate from %s: %w", scope, errNotAdmin)
+	}
+	return nil
 }
 
 // SubmitJob implements api.Backend: a manifest signed by an administrator

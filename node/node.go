@@ -260,6 +260,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.gossip = g
 	if n.issuer != nil {
 		g.StartSync()
+		n.serveAdminRequests()
 	}
 	n.goRun(ctx, "renewer", enroll.NewRenewer(enroll.RenewerConfig{
 		Chain: n.Chain, Renew: n.renew, Adopt: n.adopt, Logger: n.log,

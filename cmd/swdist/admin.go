@@ -55,8 +55,10 @@ FILE.pub to the operator of a managing node, who certifies it with
 		Short: "Certify an administrator's key for this node's subtree",
 		Long: `add certifies an administrator's public key on this managing node. The
 administrator may then sign jobs for this node's subtree: the whole tree on
-the root, the relay's subtree on a relay. Give the certificate (--out) to
-the administrator, to keep beside the key as KEY.cert.`,
+the root, the relay's subtree on a relay. With --scope RELAY (a relay below
+this node), that relay certifies the admin for its own subtree, at this
+node's request. Give the certificate (--out) to the administrator, to keep
+beside the key as KEY.cert.`,
 		Args: args(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if req.Name == "" {
@@ -96,7 +98,7 @@ the administrator, to keep beside the key as KEY.cert.`,
 	}
 	add.Flags().StringVar(&req.Name, "name", "", "the administrator's name (required)")
 	add.Flags().String("pubkey", "", "the administrator's public key file (required)")
-	add.Flags().StringVar(&req.Scope, "scope", "", "subtree the administrator may target: this node (the default) is the only one it can grant")
+	add.Flags().StringVar(&req.Scope, "scope", "", "subtree the administrator may target: this node's (the default), or that of an online relay below it, which then certifies the admin")
 	add.Flags().StringVar(&req.Lifetime, "lifetime", "", "how long the certificate is valid (default 8760h)")
 	add.Flags().StringVar(&certOut, "out", "", "write the certificate to this file instead of standard output")
 	cmd.AddCommand(keygen, add)
