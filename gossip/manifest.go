@@ -262,7 +262,8 @@ type Verified struct {
 
 // Open checks s at time now: the administrator's certificate against the
 // organisation, the signature, and the expiry. Scope, targeting and replay
-// depend on the receiving node and are checked by the caller.
+// depend on the receiving node and are checked by the caller. An authentic
+// manifest that has expired comes back with ErrExpired.
 func Open(v *cert.Verifier, s Signed, now time.Time) (Verified, error) {
 	m, err := decodeBody(s.Body)
 	if err != nil {
@@ -275,14 +276,17 @@ func Open(v *cert.Verifier, s Signed, now time.Time) (Verified, error) {
 	if ok, err := a.Key.Verify(append([]byte(domain), s.Body...), s.Sig); err != nil || !ok {
 		return Verified{}, fmt.Errorf("job %s: %w", m.JobID, ErrSignature)
 	}
-	if now.After(m.ExpiresAt) {
-		return Verified{}, fmt.Errorf("job %s expired at %s: %w", m.JobID, m.ExpiresAt.Format(time.RFC3339), ErrExpired)
-	}
 	raw, err := Encode(s)
 	if err != nil {
 		return Verified{}, err
 	}
-	return Verified{Manifest: m, Admin: a, Issuer: issuer, Raw: raw}, nil
+	v2 := Verified{Manifest: m, Admin: a, Issuer: issuer, Raw: raw}
+	if now.After(m.ExpiresAt) {
+		// Authentic but too late: returned with the error, so that a node
+		// it targets can record that it will not run it.
+		return v2, fmt.Errorf("job %s expired at %s: %w", m.JobID, m.ExpiresAt.Format(time.RFC3339), ErrExpired)
+	}
+	return v2, nil
 }
 
 // ScopeCovers reports whether the administrator of v may target the node

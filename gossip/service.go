@@ -27,10 +27,13 @@ func Topic(p peer.ID) string { return "/swdist/jobs/1/" + p.String() }
 type Store interface {
 	// PutManifest stores v unless a manifest of the same job is held
 	// (added false). A different job under the same administrator and
-	// sequence number is ErrReplayed.
-	PutManifest(ctx context.Context, v Verified, targeted bool) (added bool, err error)
+	// sequence number is ErrReplayed. expired marks a job this node got
+	// only after it expired: held to say so, never run.
+	PutManifest(ctx context.Context, v Verified, targeted, expired bool) (added bool, err error)
 	// ManifestsAfter returns stored manifests in arrival order after the
-	// local cursor, at most limit, with the cursor of each.
+	// local cursor, at most limit, with the cursor of each; expired ones
+	// are included for a while, so returning children learn what they
+	// missed.
 	ManifestsAfter(ctx context.Context, after int64, limit int) ([]Stored, error)
 	SyncCursor(ctx context.Context, parent peer.ID) (int64, error)
 	SetSyncCursor(ctx context.Context, parent peer.ID, cursor int64) error
@@ -182,11 +185,22 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 		return Verified{}, s.count(reason(err), err)
 	}
 	v, err := Open(s.cfg.Verifier, sg, time.Now())
-	if err != nil {
+	expired := errors.Is(err, ErrExpired)
+	if err != nil && !expired {
 		return Verified{}, s.count(reason(err), err)
 	}
 	chain := s.cfg.Self()
 	covers := v.ScopeCovers(chain)
+	if expired {
+		// Never passed on; a node it targets keeps it as expired, not run,
+		// so that its status says so.
+		if covers && v.Target.Matches(chain) {
+			if added, perr := s.cfg.Store.PutManifest(ctx, v, true, true); perr == nil && added {
+				s.log.Warn("job expired before it reached this node: it will not run", "job", v.JobID, "expired_at", v.ExpiresAt)
+			}
+		}
+		return Verified{}, s.count(reason(err), err)
+	}
 	if !covers && !v.ScopeBelow(s.self) {
 		return Verified{}, s.count(reason(ErrOutOfScope), fmt.Errorf("job %s by admin %q of %s: %w", v.JobID, v.Admin.Name, v.Admin.Scope, ErrOutOfScope))
 	}
@@ -195,7 +209,7 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 	if !targeted && !relay {
 		return v, errNotForMe // a client keeps only what is for itself
 	}
-	added, err := s.cfg.Store.PutManifest(ctx, v, targeted)
+	added, err := s.cfg.Store.PutManifest(ctx, v, targeted, false)
 	if err != nil {
 		if errors.Is(err, ErrReplayed) {
 			return Verified{}, s.count(reason(ErrReplayed), fmt.Errorf("job %s: %w", v.JobID, err))

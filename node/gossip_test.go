@@ -40,6 +40,11 @@ func certifyAdmin(t *testing.T, c *cluster, on string) (crypto.PrivKey, admin.Si
 }
 
 func signJob(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, target ...string) []byte {
+	return signJobFor(t, key, a, seq, time.Hour, target...)
+}
+
+// signJobFor signs a run job that expires after ttl.
+func signJobFor(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, ttl time.Duration, target ...string) []byte {
 	t.Helper()
 	sel, err := gossip.ParseSelector(target)
 	if err != nil {
@@ -47,7 +52,7 @@ func signJob(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, targe
 	}
 	now := time.Now()
 	s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
-		ExpiresAt: now.Add(time.Hour), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, a)
+		ExpiresAt: now.Add(ttl), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, a)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -56,6 +61,17 @@ func signJob(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, targe
 		t.Fatal(err)
 	}
 	return raw
+}
+
+// state is n's state for job id: "" if it does not hold it.
+func state(n *node.Node, id string) string {
+	jobs, _ := n.Jobs(context.Background())
+	for _, j := range jobs {
+		if j.ID == id {
+			return j.State
+		}
+	}
+	return ""
 }
 
 // holds reports whether n holds job id, and whether it is for n itself.
@@ -199,5 +215,28 @@ func TestAdminScopeBelowRoot(t *testing.T) {
 	// A relay cannot grant a scope outside its subtree.
 	if _, err := c.nodes["relay-b"].CertifyAdmin(ctx, api.AdminRequest{Name: "eve", PubKey: string(pub), Scope: ra}); err == nil {
 		t.Error("relay-b had relay-a certify an admin")
+	}
+}
+
+// TestExpiredBeforeArrival: a client that comes back after a job expired
+// learns of it from its relay, keeps it as expired (it will not run it), and
+// says so; the job's other targets hold it as usual.
+func TestExpiredBeforeArrival(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	if err := c.nodes["a2"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJobFor(t, key, adm, 1, 2*time.Second, "site=a", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 holds the job", func() bool { return state(c.nodes["a1"], job.ID) == "held" })
+	time.Sleep(2500 * time.Millisecond) // past the job's expiry (and the one-minute skew allowance is not applied to jobs)
+	c.start("a2")
+	eventually(t, "a2 holds the job as expired", func() bool { return state(c.nodes["a2"], job.ID) == "expired" })
+	if c.nodes["a2"].GossipRejected()[gossip.ErrExpired.Error()] == 0 {
+		t.Error("a2 did not count the expired manifest")
 	}
 }

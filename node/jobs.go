@@ -117,8 +117,12 @@ func (n *Node) ListJobs(ctx context.Context) ([]api.Job, error) {
 	}
 	out := make([]api.Job, 0, len(jobs))
 	for _, j := range jobs {
+		state := "held"
+		if j.Expired {
+			state = "expired"
+		}
 		out = append(out, api.Job{ID: j.ID, Type: j.Type, Admin: j.Admin, Target: j.Target, ForThisNode: j.ForMe,
-			CreatedAt: j.CreatedAt, ExpiresAt: j.ExpiresAt})
+			State: state, CreatedAt: j.CreatedAt, ExpiresAt: j.ExpiresAt})
 	}
 	return out, nil
 }

@@ -196,9 +196,13 @@ func (a *app) jobLsCmd() *cobra.Command {
 					return
 				}
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "ID\tTYPE\tADMIN\tTARGET\tFOR THIS NODE\tCREATED\tEXPIRES")
+				fmt.Fprintln(tw, "ID\tTYPE\tADMIN\tTARGET\tFOR THIS NODE\tSTATE\tCREATED\tEXPIRES")
 				for _, j := range jobs {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\n", j.ID, j.Type, j.Admin, j.Target, j.ForThisNode,
+					state := j.State
+					if state == "expired" {
+						state = "expired before it arrived: not run"
+					}
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%v\t%s\t%s\t%s\n", j.ID, j.Type, j.Admin, j.Target, j.ForThisNode, state,
 						j.CreatedAt.Local().Format(time.DateTime), j.ExpiresAt.Local().Format(time.DateTime))
 				}
 				tw.Flush()

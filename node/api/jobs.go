@@ -33,13 +33,16 @@ type JobCreated struct {
 
 // Job is one entry of 'swdist job ls'.
 type Job struct {
-	ID          string    `json:"id"`
-	Type        string    `json:"type"`
-	Admin       string    `json:"admin"`
-	Target      string    `json:"target"`
-	ForThisNode bool      `json:"for_this_node"`
-	CreatedAt   time.Time `json:"created_at"`
-	ExpiresAt   time.Time `json:"expires_at"`
+	ID          string `json:"id"`
+	Type        string `json:"type"`
+	Admin       string `json:"admin"`
+	Target      string `json:"target"`
+	ForThisNode bool   `json:"for_this_node"`
+	// State is "held", or "expired" for a job that reached this node only
+	// after it expired: it will not run here.
+	State     string    `json:"state"`
+	CreatedAt time.Time `json:"created_at"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // JobDetail is 'swdist job show': the decoded manifest, its signer and scope.

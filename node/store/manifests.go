@@ -15,7 +15,7 @@ import (
 var _ gossip.Store = (*Store)(nil)
 
 // PutManifest implements gossip.Store.
-func (s *Store) PutManifest(ctx context.Context, v gossip.Verified, targeted bool) (bool, error) {
+func (s *Store) PutManifest(ctx context.Context, v gossip.Verified, targeted, expired bool) (bool, error) {
 	key, err := v.Admin.Key.Raw()
 	if err != nil {
 		return false, err
@@ -37,18 +37,25 @@ func (s *Store) PutManifest(ctx context.Context, v gossip.Verified, targeted boo
 		return false, fmt.Errorf("store manifest: %w", err)
 	}
 	_, err = tx.ExecContext(ctx, `INSERT INTO manifests(job_id, admin_key, admin_seq, admin_name, type, target, targeted,
-		created_at, expires_at, received_at, raw) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-		v.JobID, key, v.Seq, v.Admin.Name, v.Type, v.Target.String(), targeted, v.CreatedAt.Unix(), v.ExpiresAt.Unix(), time.Now().Unix(), v.Raw)
+		created_at, expires_at, received_at, raw, expired_on_arrival) VALUES(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+		v.JobID, key, v.Seq, v.Admin.Name, v.Type, v.Target.String(), targeted, v.CreatedAt.Unix(), v.ExpiresAt.Unix(), time.Now().Unix(), v.Raw, expired)
 	if err != nil {
 		return false, fmt.Errorf("store manifest %s: %w", v.JobID, err)
 	}
 	return true, tx.Commit()
 }
 
-// ManifestsAfter implements gossip.Store; expired manifests are not passed on.
+// ExpiredRetention is how long after expiry a node still hands a manifest to
+// its children, so that one returning from a long absence learns what it
+// missed and can say so.
+const ExpiredRetention = 7 * 24 * time.Hour
+
+// ManifestsAfter implements gossip.Store. Manifests that reached this node
+// already expired are not passed on.
 func (s *Store) ManifestsAfter(ctx context.Context, after int64, limit int) ([]gossip.Stored, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT local_seq, raw FROM manifests WHERE local_seq > ? AND expires_at > ?
-		ORDER BY local_seq LIMIT ?`, after, time.Now().Unix(), limit)
+	rows, err := s.db.QueryContext(ctx, `SELECT local_seq, raw FROM manifests
+		WHERE local_seq > ? AND expires_at > ? AND expired_on_arrival = 0
+		ORDER BY local_seq LIMIT ?`, after, time.Now().Add(-ExpiredRetention).Unix(), limit)
 	if err != nil {
 		return nil, fmt.Errorf("read manifests: %w", err)
 	}
@@ -88,13 +95,14 @@ type Job struct {
 	Admin     string    `json:"admin"`
 	Target    string    `json:"target"`
 	ForMe     bool      `json:"for_this_node"`
+	Expired   bool      `json:"expired_on_arrival"`
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // Jobs lists the manifests held, newest first.
 func (s *Store) Jobs(ctx context.Context) ([]Job, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT job_id, type, admin_name, target, targeted, created_at, expires_at
+	rows, err := s.db.QueryContext(ctx, `SELECT job_id, type, admin_name, target, targeted, created_at, expires_at, expired_on_arrival
 		FROM manifests ORDER BY local_seq DESC`)
 	if err != nil {
 		return nil, fmt.Errorf("list jobs: %w", err)
@@ -104,7 +112,7 @@ func (s *Store) Jobs(ctx context.Context) ([]Job, error) {
 	for rows.Next() {
 		var j Job
 		var created, expires int64
-		if err := rows.Scan(&j.ID, &j.Type, &j.Admin, &j.Target, &j.ForMe, &created, &expires); err != nil {
+		if err := rows.Scan(&j.ID, &j.Type, &j.Admin, &j.Target, &j.ForMe, &created, &expires, &j.Expired); err != nil {
 			return nil, err
 		}
 		j.CreatedAt, j.ExpiresAt = time.Unix(created, 0).UTC(), time.Unix(expires, 0).UTC()
