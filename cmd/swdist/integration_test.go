@@ -404,3 +404,80 @@ func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 		t.Fatal(err)
 	}
 }
+
+// TestJobsCLI drives admin keys and jobs through the real binary: keygen on
+// the admin's side, certification on the server, a signed job submitted
+// directly and one signed offline then submitted, and the errors.
+func TestJobsCLI(t *testing.T) {
+	p := buildTree(t)
+	dir := shortDir(t)
+	key := filepath.Join(dir, "alice.key")
+	must(t, nil, p.homes["S"], "admin", "keygen", "--out", key)
+	if fi, err := os.Stat(key); err != nil || fi.Mode().Perm() != 0o600 {
+		t.Fatalf("admin key: %v, mode %v", err, fi.Mode())
+	}
+	var adm api.AdminCert
+	must(t, &adm, p.homes["S"], "admin", "add", "--name", "alice", "--pubkey", key+".pub", "--out", key+".cert", "--json")
+	if adm.Scope != p.ids["S"] {
+		t.Errorf("admin scope %s, want the server %s", adm.Scope, p.ids["S"])
+	}
+	var created api.JobCreated
+	must(t, &created, p.homes["S"], "job", "create", "--type", "run", "--command", "uname -a", "--target", "role=client",
+		"--sign-key", key, "--json")
+	if !cmp.Equal(created.Targets, []string{"role=client"}) || created.ID == "" {
+		t.Errorf("job create: %+v", created)
+	}
+	// Signed offline, submitted later.
+	file := filepath.Join(dir, "job.swj")
+	var offline api.JobCreated
+	must(t, &offline, p.homes["S"], "job", "create", "--type", "run", "--command", "true", "--target", "peer="+p.ids["C2"],
+		"--sign-key", key, "--out", file, "--json")
+	if offline.Seq <= created.Seq {
+		t.Errorf("sequence numbers %d then %d: not increasing", created.Seq, offline.Seq)
+	}
+	must(t, nil, p.homes["S"], "job", "submit", file)
+	want := map[string][]string{"C1": {created.ID}, "C2": {offline.ID, created.ID}}
+	for name, ids := range want {
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			var jobs []api.Job
+			must(t, &jobs, p.homes[name], "job", "ls", "--json")
+			var got []string
+			for _, j := range jobs {
+				if j.ForThisNode && j.State == "held" {
+					got = append(got, j.ID)
+				}
+			}
+			if cmp.Equal(got, ids) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s holds %v, want %v", name, got, ids)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	var d api.JobDetail
+	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
+	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {
+		t.Errorf("job show: %+v", d)
+	}
+	for _, tc := range []struct {
+		name string
+		home string
+		args []string
+		code int
+		msg  string
+	}{
+		{"no key", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all"}, 2, "--sign-key"},
+		{"bad target", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "colour=red", "--sign-key", key}, 2, "unknown key"},
+		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run"},
+		{"submitted to a client", p.homes["C1"], []string{"job", "submit", file}, 1, "client"},
+		{"unknown job", p.homes["C1"], []string{"job", "show", "00000000000000000000000000000000"}, 1, "no job"},
+	} {
+		r := cli(t, tc.home, tc.args...)
+		if r.code != tc.code || !strings.Contains(r.stderr, tc.msg) {
+			t.Errorf("%s: exit %d, stderr %q; want exit %d mentioning %q", tc.name, r.code, r.stderr, tc.code, tc.msg)
+		}
+	}
+}
