@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -73,15 +74,9 @@ beside the key as KEY.cert.`,
 				return fmt.Errorf("read --pubkey: %w", err)
 			}
 			req.PubKey = string(pub)
-			c, h, err := a.client()
+			res, err := call(a, func(c *api.Client, ctx context.Context) (api.AdminCert, error) { return c.CertifyAdmin(ctx, req) })
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			res, err := c.CertifyAdmin(ctx, req)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			if certOut != "" {
 				if err := os.WriteFile(certOut, []byte(res.Cert), 0o644); err != nil {

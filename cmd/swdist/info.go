@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"strings"
@@ -19,15 +20,9 @@ func (a *app) idCmd() *cobra.Command {
 		Short: "Show who this node is",
 		Args:  args(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, h, err := a.client()
+			id, err := call(a, (*api.Client).ID)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			id, err := c.ID(ctx)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(id, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
@@ -56,15 +51,9 @@ func (a *app) peersCmd() *cobra.Command {
 		Short: "List the connected, verified peers",
 		Args:  args(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, h, err := a.client()
+			peers, err := call(a, (*api.Client).Peers)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			peers, err := c.Peers(ctx)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(peers, func(w io.Writer) {
 				if len(peers) == 0 {
@@ -97,15 +86,9 @@ func (a *app) treeCmd() *cobra.Command {
 			if depth < -1 {
 				return usagef("--depth %d: use a number of levels, or -1 for all", depth)
 			}
-			c, h, err := a.client()
+			t, err := call(a, func(c *api.Client, ctx context.Context) (tree.Node, error) { return c.Tree(ctx, depth) })
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			t, err := c.Tree(ctx, depth)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(t, func(w io.Writer) { printTree(w, t, wide) })
 		},
@@ -188,15 +171,9 @@ node; keep it secret until used.`,
 			if req.Role != "client" && req.Role != "relay" {
 				return usagef("--role %q: use client or relay", req.Role)
 			}
-			c, h, err := a.client()
+			tok, err := call(a, func(c *api.Client, ctx context.Context) (api.Token, error) { return c.CreateToken(ctx, req) })
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			tok, err := c.CreateToken(ctx, req)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(tok, func(w io.Writer) {
 				fmt.Fprintln(w, tok.Token)
@@ -222,15 +199,11 @@ func (a *app) nodeCmd() *cobra.Command {
 		Short: "Revoke a node below this one; the whole tree refuses it and its subtree",
 		Args:  args(1, "the PEER ID of the node to revoke"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			c, h, err := a.client()
+			r, err := call(a, func(c *api.Client, ctx context.Context) (api.Revocation, error) {
+				return c.Revoke(ctx, api.RevokeRequest{Peer: argv[0], Reason: reason})
+			})
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			r, err := c.Revoke(ctx, api.RevokeRequest{Peer: argv[0], Reason: reason})
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(r, func(w io.Writer) {
 				fmt.Fprintf(w, "Revoked %s. The tree refuses it, and any node below it, from now on.\n", r.Peer)

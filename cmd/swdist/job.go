@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -144,15 +145,11 @@ func nextSeq(path string) (uint64, error) {
 }
 
 func (a *app) submit(raw []byte) error {
-	c, h, err := a.client()
+	res, err := call(a, func(c *api.Client, ctx context.Context) (api.JobCreated, error) {
+		return c.SubmitJob(ctx, api.JobSubmit{Manifest: raw})
+	})
 	if err != nil {
 		return err
-	}
-	ctx, cancel := ctxTimeout()
-	defer cancel()
-	res, err := c.SubmitJob(ctx, api.JobSubmit{Manifest: raw})
-	if err != nil {
-		return daemonErr(h, err)
 	}
 	return a.emit(res, func(w io.Writer) {
 		fmt.Fprintf(w, "Job %s (seq %d) sent to %s.\n", res.ID, res.Seq, strings.Join(res.Targets, " "))
@@ -180,15 +177,9 @@ func (a *app) jobLsCmd() *cobra.Command {
 		Short: "List the jobs that reached this node",
 		Args:  args(0, ""),
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, h, err := a.client()
+			jobs, err := call(a, (*api.Client).ListJobs)
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			jobs, err := c.ListJobs(ctx)
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(jobs, func(w io.Writer) {
 				if len(jobs) == 0 {
@@ -217,15 +208,9 @@ func (a *app) jobShowCmd() *cobra.Command {
 		Short: "Show a job's manifest, its signer and the signer's scope",
 		Args:  args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			c, h, err := a.client()
+			d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, argv[0]) })
 			if err != nil {
 				return err
-			}
-			ctx, cancel := ctxTimeout()
-			defer cancel()
-			d, err := c.ShowJob(ctx, argv[0])
-			if err != nil {
-				return daemonErr(h, err)
 			}
 			return a.emit(d, func(w io.Writer) {
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)

@@ -108,8 +108,21 @@ func daemonErr(h home.Home, err error) error {
 	return err
 }
 
-func ctxTimeout() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), time.Minute)
+// call runs f against the daemon of the home, bounded in time, and turns a
+// daemon that is not running into a message that says what to do.
+func call[T any](a *app, f func(*api.Client, context.Context) (T, error)) (T, error) {
+	var zero T
+	c, h, err := a.client()
+	if err != nil {
+		return zero, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	v, err := f(c, ctx)
+	if err != nil {
+		return zero, daemonErr(h, err)
+	}
+	return v, nil
 }
 
 // emit prints v as JSON with --json, else calls human.
