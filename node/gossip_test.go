@@ -43,8 +43,17 @@ func signJob(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, targe
 	return signJobFor(t, key, a, seq, time.Hour, target...)
 }
 
+// signCommand signs a run job of the given command line.
+func signCommand(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, command string, target ...string) []byte {
+	return signJobWith(t, key, a, seq, time.Hour, command, target...)
+}
+
 // signJobFor signs a run job that expires after ttl.
 func signJobFor(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, ttl time.Duration, target ...string) []byte {
+	return signJobWith(t, key, a, seq, ttl, "true", target...)
+}
+
+func signJobWith(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, ttl time.Duration, command string, target ...string) []byte {
 	t.Helper()
 	sel, err := gossip.ParseSelector(target)
 	if err != nil {
@@ -52,7 +61,7 @@ func signJobFor(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, tt
 	}
 	now := time.Now()
 	s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
-		ExpiresAt: now.Add(ttl), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, a)
+		ExpiresAt: now.Add(ttl), Type: "run", Params: map[string]string{"command": command}, Target: sel}, key, a)
 	if err != nil {
 		t.Fatal(err)
 	}

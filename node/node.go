@@ -22,11 +22,13 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
 	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/hierarchy/report"
 	"github.com/swdist/swdist/hierarchy/revoke"
 	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/config"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/job"
 	"github.com/swdist/swdist/node/store"
 )
 
@@ -63,6 +65,8 @@ type Node struct {
 	revs     *revoke.Set
 	revoker  *revoke.Service
 	gossip   *gossip.Service
+	reports  *report.Service
+	exec     *job.Executor
 	api      *api.Server
 
 	cancel context.CancelFunc
@@ -249,15 +253,38 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		n.issuer.Start()
 	}
-	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log}
-	if f := n.opts.OnManifest; f != nil {
-		gcfg.OnAccepted = func(v gossip.Verified, forMe bool) { f(v.JobID, forMe) }
+	rcfg := report.Config{Member: n.member, Outbox: n.store, Parent: n.parent, FromSubtree: n.fromSubtree, Logger: n.log}
+	if n.issuer != nil {
+		rcfg.Sink = n.applyReports
 	}
+	n.reports = report.New(n.host, rcfg)
+	n.reports.Start()
+	n.goRun(ctx, "reports", n.reports.Run)
+	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log})
+	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
+		OnAccepted: func(v gossip.Verified, forMe bool) {
+			if forMe {
+				n.exec.Take(v.Manifest)
+			}
+			if f := n.opts.OnManifest; f != nil {
+				f(v.JobID, forMe)
+			}
+		}}
 	g, err := gossip.New(ctx, n.host, gcfg)
 	if err != nil {
 		return err
 	}
 	n.gossip = g
+	if err := n.exec.Recover(func(id string) (gossip.Manifest, error) {
+		raw, err := n.store.ManifestRaw(ctx, id)
+		if err != nil {
+			return gossip.Manifest{}, err
+		}
+		m, _, err := gossip.Describe(raw)
+		return m, err
+	}); err != nil {
+		return err
+	}
 	if n.issuer != nil {
 		g.StartSync()
 		n.serveAdminRequests()
@@ -356,6 +383,9 @@ func (n *Node) Close() error {
 		n.api.Close()
 	}
 	n.wg.Wait()
+	if n.exec != nil {
+		n.exec.Wait()
+	}
 	var errs []error
 	if n.member != nil {
 		if n.issuer != nil {
@@ -365,6 +395,9 @@ func (n *Node) Close() error {
 		n.revoker.Close()
 		if n.gossip != nil {
 			n.gossip.Close()
+		}
+		if n.reports != nil {
+			n.reports.Close()
 		}
 		n.member.Close()
 	}

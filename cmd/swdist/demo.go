@@ -103,6 +103,8 @@ type demoJob struct {
 	Offline string `json:"offline"`
 	// CaughtUp says whether it held the job after it came back.
 	CaughtUp bool `json:"caught_up"`
+	// Status is the job's status at the server once every target ran it.
+	Status api.JobStatus `json:"status"`
 }
 
 func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
@@ -326,5 +328,21 @@ func (a *app) demoJob(ctx context.Context, dir string, nodes map[string]*node.No
 	}
 	res.For = append(res.For, offline)
 	say("%s comes back and catches up from its relay: it holds the job now.", offline)
+	// Each target runs it and reports up; the server counts.
+	for ctx.Err() == nil {
+		st, err := nodes["server"].JobStatus(ctx, created.ID)
+		if err == nil && st.Counts["succeeded"] == len(res.For) {
+			res.Status = st
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if ctx.Err() != nil {
+		return demoJob{}, fmt.Errorf("the job did not succeed on %v: %w", res.For, ctx.Err())
+	}
+	say("\nThe clients ran it and reported up the tree ('swdist job status' on the server):\n")
+	if !a.json {
+		printJobStatus(a.out, res.Status)
+	}
 	return res, nil
 }

@@ -71,4 +71,7 @@ func TestDemo(t *testing.T) {
 	if !slices.Equal(res.Job.For, []string{"c1", "c2", "c3"}) || res.Job.Offline != "c2" || !res.Job.CaughtUp {
 		t.Errorf("demo job: %+v", res.Job)
 	}
+	if st := res.Job.Status; st.Expected != 3 || st.Counts["succeeded"] != 3 || st.DonePercent != 100 {
+		t.Errorf("demo job status at the server: %+v", st)
+	}
 }

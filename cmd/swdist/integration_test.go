@@ -457,6 +457,19 @@ func TestJobsCLI(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 	}
+	// The clients run it ("uname -a") and report up: the server counts.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var st api.JobStatus
+		must(t, &st, p.homes["S"], "job", "status", created.ID, "--json")
+		if st.Expected == 2 && st.Counts["succeeded"] == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("job status at the server: %+v", st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 	var d api.JobDetail
 	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
 	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {

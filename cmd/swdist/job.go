@@ -25,7 +25,7 @@ var jobTypes = []string{"run"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
-	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd())
+	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd(), a.jobStatusCmd())
 	return cmd
 }
 
@@ -224,5 +224,59 @@ func (a *app) jobShowCmd() *cobra.Command {
 				tw.Flush()
 			})
 		},
+	}
+}
+
+func (a *app) jobStatusCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "status ID",
+		Short: "Where each destination of a job stands, per state and per subtree",
+		Long: `status counts the destinations of a job by state, as reported up to this
+node, against the destinations it expects from its view of its subtree:
+those that have not reported yet are "not reported". Then the same per
+child subtree (which hop is slow), then each failure with its reason.`,
+		Args: args(1, "a job ID (see 'swdist job ls')"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, argv[0]) })
+			if err != nil {
+				return err
+			}
+			return a.emit(st, func(w io.Writer) { printJobStatus(w, st) })
+		},
+	}
+}
+
+func printJobStatus(w io.Writer, st api.JobStatus) {
+	fmt.Fprintf(w, "Job %s: %d destinations, %.0f%% done\n\n", st.ID, st.Expected, st.DonePercent)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STATE\tDESTINATIONS")
+	for _, k := range slices.Sorted(maps.Keys(st.Counts)) {
+		fmt.Fprintf(tw, "%s\t%d\n", k, st.Counts[k])
+	}
+	tw.Flush()
+	if len(st.Subtrees) > 0 {
+		fmt.Fprintln(w)
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "SUBTREE OF\tEXPECTED\tSTATES")
+		for _, ss := range st.Subtrees {
+			var parts []string
+			for _, k := range slices.Sorted(maps.Keys(ss.Counts)) {
+				parts = append(parts, fmt.Sprintf("%s %d", k, ss.Counts[k]))
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", short(ss.PeerID), ss.Expected, strings.Join(parts, ", "))
+		}
+		tw.Flush()
+	}
+	if len(st.Failed) > 0 {
+		fmt.Fprintln(w, "\nFailed:")
+		for _, f := range st.Failed {
+			fmt.Fprintf(w, "  %s  %s\n", f.PeerID, f.Reason)
+			if out := strings.TrimSpace(f.Output); out != "" {
+				lines := strings.Split(out, "\n")
+				for _, l := range lines[max(0, len(lines)-5):] {
+					fmt.Fprintf(w, "      %s\n", l)
+				}
+			}
+		}
 	}
 }

@@ -133,3 +133,9 @@ func (c *Client) ShowJob(ctx context.Context, id string) (JobDetail, error) {
 	var out JobDetail
 	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &out)
 }
+
+// JobStatus calls GET /v1/jobs/{id}/status.
+func (c *Client) JobStatus(ctx context.Context, id string) (JobStatus, error) {
+	var out JobStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/status", nil, &out)
+}

@@ -61,3 +61,31 @@ type JobDetail struct {
 	PackageCID  string            `json:"package_cid,omitempty"`
 	PackageSize uint64            `json:"package_size,omitempty"`
 }
+
+// JobStatus is 'swdist job status': where each destination stands.
+type JobStatus struct {
+	ID string `json:"id"`
+	// Expected is the number of destinations this node's view of its
+	// subtree holds for the job; those that have not reported yet are
+	// counted as "not reported".
+	Expected    int             `json:"expected"`
+	Counts      map[string]int  `json:"counts"`
+	DonePercent float64         `json:"done_percent"`
+	Subtrees    []SubtreeStatus `json:"subtrees"`
+	Failed      []FailedDest    `json:"failed"`
+}
+
+// SubtreeStatus is the status within the subtree of one child of this node.
+type SubtreeStatus struct {
+	PeerID   string         `json:"peer_id"`
+	Expected int            `json:"expected"`
+	Counts   map[string]int `json:"counts"`
+}
+
+// FailedDest is a destination whose run failed.
+type FailedDest struct {
+	PeerID string `json:"peer_id"`
+	Reason string `json:"reason"`
+	Exit   int    `json:"exit_code"`
+	Output string `json:"output_tail"`
+}

@@ -1,0 +1,226 @@
+// Package job runs the jobs that target this node. Each manifest is taken
+// once; its run waits for not-before, refuses to start after expiry, runs
+// at most MaxConcurrent at a time, and every state transition (received,
+// scheduled, running, succeeded, failed, expired) is recorded locally and
+// reported through a durable callback, so a restart ends every job in a
+// definite state.
+package job
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/swdist/swdist/gossip"
+)
+
+// The states a destination reports.
+const (
+	Received  = "received"
+	Scheduled = "scheduled"
+	Running   = "running"
+	Succeeded = "succeeded"
+	Failed    = "failed"
+	Expired   = "expired"
+)
+
+// Status is one state transition of this node's run of a job.
+type Status struct {
+	Job    string
+	State  string
+	Reason string
+	Exit   int
+	Output string // the tail of the output, for failures
+}
+
+// RunStore keeps this node's own run state of each job.
+type RunStore interface {
+	SetRun(ctx context.Context, job, state string) error
+	Run(ctx context.Context, job string) (string, error)
+	UnfinishedRuns(ctx context.Context) (map[string]string, error)
+}
+
+// Config configures an Executor.
+type Config struct {
+	// Report records a transition durably (the outbox) before returning.
+	Report        func(ctx context.Context, s Status) error
+	Runs          RunStore
+	MaxConcurrent int // jobs running at once, default 2
+	MaxOutput     int // bytes of output kept (the tail), default 16 KiB
+	Logger        *slog.Logger
+}
+
+// Executor runs jobs.
+type Executor struct {
+	cfg Config
+	log *slog.Logger
+	sem chan struct{}
+	wg  sync.WaitGroup
+	ctx context.Context
+}
+
+// New makes an Executor whose runs live as long as ctx.
+func New(ctx context.Context, cfg Config) *Executor {
+	if cfg.MaxConcurrent == 0 {
+		cfg.MaxConcurrent = 2
+	}
+	if cfg.MaxOutput == 0 {
+		cfg.MaxOutput = 16 << 10
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Executor{cfg: cfg, log: cfg.Logger.With("svc", "job"), sem: make(chan struct{}, cfg.MaxConcurrent), ctx: ctx}
+}
+
+// Wait waits for the runs in progress to end (after ctx was cancelled).
+func (e *Executor) Wait() { e.wg.Wait() }
+
+// Take starts a run of m unless this node took it before.
+func (e *Executor) Take(m gossip.Manifest) {
+	st, err := e.cfg.Runs.Run(e.ctx, m.JobID)
+	if err != nil {
+		e.log.Error("read run state", "job", m.JobID, "err", err)
+		return
+	}
+	if st != "" {
+		return
+	}
+	e.start(m)
+}
+
+func (e *Executor) start(m gossip.Manifest) {
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.run(m)
+	}()
+}
+
+// Recover ends, after a restart, the runs this node did not finish: one
+// that was running is failed (it cannot be known how far it got), one that
+// had not started is taken again. lookup returns a held manifest.
+func (e *Executor) Recover(lookup func(job string) (gossip.Manifest, error)) error {
+	runs, err := e.cfg.Runs.UnfinishedRuns(e.ctx)
+	if err != nil {
+		return fmt.Errorf("read unfinished runs: %w", err)
+	}
+	for id, st := range runs {
+		if st == Running {
+			e.transition(Status{Job: id, State: Failed, Reason: "interrupted: the node restarted while it ran"})
+			continue
+		}
+		m, err := lookup(id)
+		if err != nil {
+			e.transition(Status{Job: id, State: Failed, Reason: "manifest no longer held: " + err.Error()})
+			continue
+		}
+		e.start(m)
+	}
+	return nil
+}
+
+func (e *Executor) transition(s Status) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := e.cfg.Runs.SetRun(ctx, s.Job, s.State); err != nil {
+		e.log.Error("record run state", "job", s.Job, "state", s.State, "err", err)
+	}
+	if err := e.cfg.Report(ctx, s); err != nil {
+		e.log.Error("report run state", "job", s.Job, "state", s.State, "err", err)
+	}
+	e.log.Info("job "+s.State, "job", s.Job, "reason", s.Reason)
+}
+
+func (e *Executor) run(m gossip.Manifest) {
+	e.transition(Status{Job: m.JobID, State: Received})
+	if wait := time.Until(m.NotBefore); wait > 0 {
+		e.transition(Status{Job: m.JobID, State: Scheduled, Reason: "not before " + m.NotBefore.Format(time.RFC3339)})
+		select {
+		case <-e.ctx.Done():
+			return // taken again at the next start
+		case <-time.After(wait):
+		}
+	}
+	select {
+	case e.sem <- struct{}{}:
+		defer func() { <-e.sem }()
+	case <-e.ctx.Done():
+		return
+	}
+	if time.Now().After(m.ExpiresAt) {
+		e.transition(Status{Job: m.JobID, State: Expired, Reason: "expired at " + m.ExpiresAt.Format(time.RFC3339) + " before it could start"})
+		return
+	}
+	switch m.Type {
+	case "run":
+		e.transition(Status{Job: m.JobID, State: Running})
+		s := e.runCommand(m)
+		if e.ctx.Err() != nil {
+			// The node is stopping and killed the command: that is not
+			// the job's failure. The run stays "running" and Recover ends
+			// it as interrupted at the next start.
+			return
+		}
+		e.transition(s)
+	default:
+		e.transition(Status{Job: m.JobID, State: Failed, Reason: fmt.Sprintf("job type %q is not supported by this node", m.Type)})
+	}
+}
+
+// runCommand runs a "run" job's command line with /bin/sh, bounded by its
+// timeout and the job's expiry, keeping the tail of its output.
+func (e *Executor) runCommand(m gossip.Manifest) Status {
+	timeout, err := time.ParseDuration(m.Params["timeout"])
+	if err != nil || timeout <= 0 {
+		timeout = 10 * time.Minute
+	}
+	ctx, cancel := context.WithTimeout(e.ctx, timeout)
+	defer cancel()
+	out := &tail{max: e.cfg.MaxOutput}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", m.Params["command"])
+	cmd.Stdout, cmd.Stderr = out, out
+	// Its own process group, killed whole on timeout or stop: the shell's
+	// children go too, instead of living on with the output pipe.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 5 * time.Second
+	err = cmd.Run()
+	s := Status{Job: m.JobID, State: Succeeded}
+	var ee *exec.ExitError
+	switch {
+	case err == nil:
+		return s
+	case errors.Is(ctx.Err(), context.DeadlineExceeded):
+		s.State, s.Reason = Failed, fmt.Sprintf("timed out after %s", timeout)
+	case errors.As(err, &ee):
+		s.State, s.Exit, s.Reason = Failed, ee.ExitCode(), fmt.Sprintf("exit status %d", ee.ExitCode())
+	default:
+		s.State, s.Reason = Failed, err.Error()
+	}
+	s.Output = strings.ToValidUTF8(string(out.buf), "?")
+	return s
+}
+
+// tail keeps the last max bytes written to it.
+type tail struct {
+	mu  sync.Mutex
+	max int
+	buf []byte
+}
+
+func (t *tail) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if over := len(t.buf) - t.max; over > 0 {
+		t.buf = append(t.buf[:0], t.buf[over:]...)
+	}
+	return len(p), nil
+}

@@ -1,0 +1,66 @@
+package job
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/node/store"
+)
+
+func TestRunCommand(t *testing.T) {
+	now := time.Now()
+	cases := []struct {
+		name, command, timeout string
+		notBefore, expires     time.Duration
+		want                   Status
+	}{
+		{name: "success", command: "echo hi", want: Status{State: Succeeded}},
+		{name: "exit code", command: "echo bad >&2; exit 7", want: Status{State: Failed, Exit: 7, Reason: "exit status 7", Output: "bad\n"}},
+		{name: "missing command", command: "no-such-command-here", want: Status{State: Failed, Exit: 127, Reason: "exit status 127"}},
+		{name: "timeout kills the whole group", command: "sleep 30 & sleep 30", timeout: "300ms", want: Status{State: Failed, Reason: "timed out after 300ms"}},
+		{name: "expired before start", command: "true", notBefore: -2 * time.Hour, expires: -time.Hour, want: Status{State: Expired}},
+		{name: "output keeps its tail", command: "head -c 20000 /dev/zero | tr '\\\\0' x; echo END; exit 1", want: Status{State: Failed, Exit: 1, Reason: "exit status 1"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []Status
+			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			e := New(context.Background(), Config{Runs: st, MaxOutput: 1024,
+				Report: func(_ context.Context, s Status) error { mu.Lock(); got = append(got, s); mu.Unlock(); return nil }})
+			expires := tc.expires
+			if expires == 0 {
+				expires = time.Hour
+			}
+			start := time.Now()
+			e.Take(gossip.Manifest{JobID: tc.name, Type: "run", NotBefore: now.Add(tc.notBefore), ExpiresAt: now.Add(expires),
+				Params: map[string]string{"command": tc.command, "timeout": tc.timeout}})
+			e.Take(gossip.Manifest{JobID: tc.name, Type: "run"}) // taken once only
+			e.Wait()
+			if time.Since(start) > 10*time.Second {
+				t.Errorf("the run took %s: something outlived it", time.Since(start))
+			}
+			last := got[len(got)-1]
+			if last.State != tc.want.State || last.Exit != tc.want.Exit || (tc.want.Reason != "" && last.Reason != tc.want.Reason) {
+				t.Errorf("ended %+v, want %+v (all: %+v)", last, tc.want, got)
+			}
+			if tc.want.Output != "" && last.Output != tc.want.Output {
+				t.Errorf("output %q, want %q", last.Output, tc.want.Output)
+			}
+			if tc.name == "output keeps its tail" && (len(last.Output) != 1024 || last.Output[len(last.Output)-4:] != "END\n") {
+				t.Errorf("output of %d bytes ending %q, want the last 1024 ending in END", len(last.Output), last.Output[max(0, len(last.Output)-8):])
+			}
+			if got[0].State != Received {
+				t.Errorf("first transition %s, want received", got[0].State)
+			}
+		})
+	}
+}

@@ -1,0 +1,131 @@
+package node
+
+import (
+	"context"
+	"slices"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/hierarchy/report"
+	"github.com/swdist/swdist/hierarchy/tree"
+	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/job"
+	"github.com/swdist/swdist/node/store"
+)
+
+// reportStatus records one of this node's own job transitions: applied to
+// its own database and, below the root, queued for the parent.
+func (n *Node) reportStatus(ctx context.Context, s job.Status) error {
+	body, err := cert.Marshal(store.JobState{Job: s.Job, State: s.State, Reason: s.Reason, Exit: s.Exit, Output: s.Output})
+	if err != nil {
+		return err
+	}
+	self := n.host.ID()
+	r := report.Report{ID: s.Job + "/" + self.String() + "/" + s.State, Origin: self, Kind: store.KindJobStatus,
+		At: time.Now().UnixMilli(), Body: body}
+	if err := n.store.Apply(ctx, self, []report.Report{r}, n.parent != ""); err != nil {
+		return err
+	}
+	n.reports.Wake()
+	return nil
+}
+
+// applyReports takes a child's batch: stored, and queued for the parent.
+func (n *Node) applyReports(ctx context.Context, from peer.ID, reports []report.Report) error {
+	if err := n.store.Apply(ctx, from, reports, n.parent != ""); err != nil {
+		return err
+	}
+	n.reports.Wake()
+	return nil
+}
+
+// fromSubtree: a child reports for itself; a child relay for its subtree.
+func (n *Node) fromSubtree(from, origin peer.ID) bool {
+	if from == origin {
+		return true
+	}
+	pr, ok := n.member.Peer(from)
+	return ok && pr.Cert.Role == cert.RoleRelay
+}
+
+// JobStatus implements api.Backend: where each destination of a job stands,
+// as reported up to this node, against the destinations this node expects
+// from its view of its subtree.
+func (n *Node) JobStatus(ctx context.Context, id string) (api.JobStatus, error) {
+	raw, err := n.store.ManifestRaw(ctx, id)
+	if err != nil {
+		return api.JobStatus{}, api.BadRequest("%v", err)
+	}
+	m, a, err := gossip.Describe(raw)
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	states, err := n.store.JobStates(ctx, id)
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	byPeer := map[string]store.DestState{}
+	for _, d := range states {
+		byPeer[d.Peer] = d
+	}
+	st := api.JobStatus{ID: id, Counts: map[string]int{}, Failed: []api.FailedDest{}, Subtrees: []api.SubtreeStatus{}}
+	subtrees := map[string]*api.SubtreeStatus{}
+	self := n.host.ID().String()
+	var walk func(t tree.Node, lineage []string, sub string)
+	walk = func(t tree.Node, lineage []string, sub string) {
+		lineage = append([]string{t.PeerID}, lineage...)
+		// The admin's scope bounds the destinations: it must be this node
+		// or one of its ancestors.
+		if m.Target.MatchNode(t.Role, t.Site, t.Groups, lineage) && slices.Contains(lineage, a.Scope.String()) {
+			st.Expected++
+			state := "not reported"
+			if d, ok := byPeer[t.PeerID]; ok {
+				state = d.State
+				if d.State == job.Failed {
+					st.Failed = append(st.Failed, api.FailedDest{PeerID: d.Peer, Reason: d.Reason, Exit: d.Exit, Output: d.Output})
+				}
+			}
+			st.Counts[state]++
+			if sub != "" {
+				ss := subtrees[sub]
+				if ss == nil {
+					ss = &api.SubtreeStatus{PeerID: sub, Counts: map[string]int{}}
+					subtrees[sub] = ss
+				}
+				ss.Expected++
+				ss.Counts[state]++
+			}
+		}
+		for _, c := range t.Children {
+			next := sub
+			if t.PeerID == self {
+				next = c.PeerID
+			}
+			walk(c, lineage, next)
+		}
+	}
+	// The view starts at this node; its lineage goes on with this node's
+	// ancestors, so an admin scoped above this node covers the whole view.
+	var ancestors []string
+	for _, c := range n.selfCerts()[1:] {
+		ancestors = append(ancestors, c.PeerID.String())
+	}
+	walk(n.viewer.View(ctx, -1), ancestors, "")
+	for _, ss := range subtrees {
+		st.Subtrees = append(st.Subtrees, *ss)
+	}
+	slices.SortFunc(st.Subtrees, func(x, y api.SubtreeStatus) int {
+		if x.PeerID < y.PeerID {
+			return -1
+		}
+		return 1
+	})
+	finished := st.Counts[job.Succeeded] + st.Counts[job.Failed] + st.Counts[job.Expired]
+	if st.Expected > 0 {
+		st.DonePercent = float64(finished) * 100 / float64(st.Expected)
+	}
+	return st, nil
+}

@@ -1,0 +1,104 @@
+package node_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/swdist/swdist/node/api"
+)
+
+// statusAt waits until the job's status at the named node satisfies cond.
+func statusAt(t *testing.T, c *cluster, name, id string, what string, cond func(api.JobStatus) bool) api.JobStatus {
+	t.Helper()
+	var st api.JobStatus
+	eventually(t, what, func() bool {
+		var err error
+		st, err = c.nodes[name].JobStatus(context.Background(), id)
+		return err == nil && cond(st)
+	})
+	return st
+}
+
+// TestJobRunsAndReportsUp: clients run a job and their states reach the
+// server through their relays; a failure comes with its reason and output.
+func TestJobRunsAndReportsUp(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	ok, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "echo hello", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := statusAt(t, c, "server", ok.ID, "3 clients succeed", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
+	if st.Expected != 3 || st.DonePercent != 100 || len(st.Counts) != 1 || len(st.Subtrees) != 2 {
+		t.Errorf("status %+v", st)
+	}
+	bad, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 2, "echo oops >&2; exit 3", "site=a", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = statusAt(t, c, "server", bad.ID, "2 clients fail", func(s api.JobStatus) bool { return s.Counts["failed"] == 2 })
+	if st.Expected != 2 || len(st.Failed) != 2 {
+		t.Fatalf("status %+v", st)
+	}
+	for _, f := range st.Failed {
+		if f.Exit != 3 || f.Reason != "exit status 3" || !strings.Contains(f.Output, "oops") {
+			t.Errorf("failure reported as %+v", f)
+		}
+	}
+	// A relay sees its own subtree.
+	st = statusAt(t, c, "relay-a", bad.ID, "relay-a sees 2 failures", func(s api.JobStatus) bool { return s.Counts["failed"] == 2 })
+	if st.Expected != 2 {
+		t.Errorf("relay-a expects %d", st.Expected)
+	}
+}
+
+// TestReportsSurviveRelayRestart: a relay that is down while its clients
+// finish a job loses none of their reports and counts none twice.
+func TestReportsSurviveRelayRestart(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	res, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "sleep 1", "site=a", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"a1", "a2"} {
+		eventually(t, name+" holds the job", func() bool { held, _ := holds(c.nodes[name], res.ID); return held })
+	}
+	if err := c.nodes["relay-a"].Close(); err != nil { // before the clients finish
+		t.Fatal(err)
+	}
+	c.start("relay-a")
+	st := statusAt(t, c, "server", res.ID, "both succeed", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 })
+	total := 0
+	for _, n := range st.Counts {
+		total += n
+	}
+	if st.Expected != 2 || total != 2 {
+		t.Errorf("expected %d, counted %d: %+v", st.Expected, total, st.Counts)
+	}
+}
+
+// TestClientRestartedMidRun: a client stopped while a job runs ends it as
+// failed ("interrupted") when it starts again: a definite state, never a
+// run left hanging.
+func TestClientRestartedMidRun(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	res, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "sleep 30", "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "a1", res.ID, "a1 runs the job", func(s api.JobStatus) bool { return s.Counts["running"] == 1 })
+	if err := c.nodes["a1"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.start("a1")
+	st := statusAt(t, c, "server", res.ID, "the server sees a1 failed", func(s api.JobStatus) bool { return s.Counts["failed"] == 1 })
+	if len(st.Failed) != 1 || !strings.Contains(st.Failed[0].Reason, "interrupted") {
+		t.Errorf("status %+v", st)
+	}
+}
