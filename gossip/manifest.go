@@ -127,21 +127,32 @@ func (s Selector) String() string {
 // is targeted.
 func (s Selector) Matches(chain []cert.Cert) bool {
 	self := chain[0]
+	lineage := make([]string, len(chain))
+	for i, c := range chain {
+		lineage[i] = c.PeerID.String()
+	}
+	return s.MatchNode(string(self.Role), self.Site, self.Groups, lineage)
+}
+
+// MatchNode reports whether a node of this role, site and groups is
+// targeted; lineage is its peer ID followed by its ancestors'. A managing
+// node uses it on its tree view to know how many destinations to expect.
+func (s Selector) MatchNode(role, site string, groups, lineage []string) bool {
 	for _, t := range s {
 		ok := false
 		switch t.Key {
 		case "all":
 			ok = true
 		case "site":
-			ok = slices.Contains(t.Values, self.Site)
+			ok = slices.Contains(t.Values, site)
 		case "group":
-			ok = slices.ContainsFunc(t.Values, func(g string) bool { return slices.Contains(self.Groups, g) })
+			ok = slices.ContainsFunc(t.Values, func(g string) bool { return slices.Contains(groups, g) })
 		case "role":
-			ok = slices.Contains(t.Values, string(self.Role))
+			ok = slices.Contains(t.Values, role)
 		case "peer":
-			ok = slices.Contains(t.Values, self.PeerID.String())
+			ok = len(lineage) > 0 && slices.Contains(t.Values, lineage[0])
 		case "subtree":
-			ok = slices.ContainsFunc(chain, func(c cert.Cert) bool { return c.PeerID.String() == t.Values[0] })
+			ok = slices.Contains(lineage, t.Values[0])
 		}
 		if !ok {
 			return false
