@@ -81,32 +81,43 @@ func (c *Config) setDefaults() {
 // fills it exists.
 type Gater struct {
 	mu     sync.Mutex
-	banned map[peer.ID]time.Time
+	banned map[peer.ID]ban
 	now    func() time.Time
 }
 
-// NewGater makes an empty gater.
-func NewGater() *Gater { return &Gater{banned: map[peer.ID]time.Time{}, now: time.Now} }
+type ban struct {
+	until  time.Time
+	reason error
+}
 
-// Ban refuses p until the given time.
-func (g *Gater) Ban(p peer.ID, until time.Time) {
+// NewGater makes an empty gater.
+func NewGater() *Gater { return &Gater{banned: map[peer.ID]ban{}, now: time.Now} }
+
+// Ban refuses p until the given time, for the given reason.
+func (g *Gater) Ban(p peer.ID, until time.Time, reason error) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
-	if until.After(g.banned[p]) {
-		g.banned[p] = until
+	if until.After(g.banned[p].until) {
+		g.banned[p] = ban{until: until, reason: reason}
 	}
+}
+
+// Refusal returns why p is refused, if it is refused now.
+func (g *Gater) Refusal(p peer.ID) (error, bool) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	b, ok := g.banned[p]
+	if ok && g.now().After(b.until) {
+		delete(g.banned, p)
+		return nil, false
+	}
+	return b.reason, ok
 }
 
 // Banned reports whether p is refused now.
 func (g *Gater) Banned(p peer.ID) bool {
-	g.mu.Lock()
-	defer g.mu.Unlock()
-	until, ok := g.banned[p]
-	if ok && g.now().After(until) {
-		delete(g.banned, p)
-		return false
-	}
-	return ok
+	_, banned := g.Refusal(p)
+	return banned
 }
 
 // InterceptPeerDial implements connmgr.ConnectionGater.
@@ -359,7 +370,7 @@ func (s *Service) refuse(p peer.ID, err error, ban bool) {
 		return
 	}
 	s.log.Warn("peer refused", "peer", p, "reason", err)
-	s.gater.Ban(p, time.Now().Add(s.cfg.BanFor))
+	s.gater.Ban(p, time.Now().Add(s.cfg.BanFor), err)
 	// Close a moment later, so that the refusal's reason reaches the peer
 	// (its operator needs it); the gater refuses new streams' connections
 	// at once, and guarded protocols refuse it already.
@@ -370,10 +381,23 @@ func (s *Service) refuse(p peer.ID, err error, ban bool) {
 // the reason for the refusal can be read.
 const refuseLinger = 500 * time.Millisecond
 
-// Wait blocks until p is verified or refused, or ctx ends.
+// Wait blocks until p is verified or refused, or ctx ends. For a peer that
+// is neither connected nor being greeted it answers at once: refused (and
+// why), or not connected.
 func (s *Service) Wait(ctx context.Context, p peer.ID) (Peer, error) {
 	s.mu.Lock()
-	st := s.entry(p)
+	st, ok := s.peers[p]
+	if !ok {
+		if reason, banned := s.gater.Refusal(p); banned {
+			s.mu.Unlock()
+			return Peer{}, reason
+		}
+		if s.h.Network().Connectedness(p) != network.Connected {
+			s.mu.Unlock()
+			return Peer{}, fmt.Errorf("peer %s is not connected", p)
+		}
+		st = s.entry(p)
+	}
 	s.mu.Unlock()
 	select {
 	case <-st.done:
