@@ -245,6 +245,13 @@ func Decode(data []byte) (Cert, error) {
 	if len(b.Org) != len(Fingerprint{}) {
 		return Cert{}, fmt.Errorf("%w: organisation fingerprint of %d bytes", ErrMalformed, len(b.Org))
 	}
+	// encode sorts and deduplicates groups: any other order is a second
+	// byte form of the same certificate.
+	for i := 1; i < len(b.Groups); i++ {
+		if b.Groups[i-1] >= b.Groups[i] {
+			return Cert{}, fmt.Errorf("%w: groups not sorted and unique", ErrMalformed)
+		}
+	}
 	c := Cert{
 		PeerID: peer.ID(b.PeerID), Role: Role(b.Role), Parent: peer.ID(b.Parent),
 		Site: b.Site, Groups: b.Groups,
@@ -360,11 +367,17 @@ func (v *Verifier) Verify(ch Chain) ([]Cert, error) {
 		return nil, fmt.Errorf("%w: chain of %d certificates, want 1 to %d", ErrMalformed, len(ch), MaxChainLen)
 	}
 	certs := make([]Cert, len(ch))
+	seen := make(map[peer.ID]bool, len(ch))
 	for i, s := range ch {
 		c, err := Decode(s.Body)
 		if err != nil {
 			return nil, fmt.Errorf("certificate %d: %w", i, err)
 		}
+		// A peer twice in one chain is a loop, not a lineage.
+		if seen[c.PeerID] {
+			return nil, fmt.Errorf("%w: %s appears twice", ErrBadChain, c.PeerID)
+		}
+		seen[c.PeerID] = true
 		certs[i] = c
 	}
 	now := v.now()
