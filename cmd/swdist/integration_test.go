@@ -11,7 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -107,10 +107,17 @@ func startDaemon(t *testing.T, home string) *daemon {
 	}
 	d.cmd = exec.Command(binary, "run", "--home", home)
 	d.cmd.Stdout, d.cmd.Stderr = logf, logf
+	dieWithParent(d.cmd) // no daemon outlives a test binary that panics or times out
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	go func() { d.done <- d.cmd.Wait(); logf.Close() }()
+	// Cleanups run last-in first-out: the log is shown after the stop.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log of the daemon for %s:\n%s", home, d.logText())
+		}
+	})
 	t.Cleanup(func() { d.stop(t) })
 	deadline := time.Now().Add(20 * time.Second)
 	for cli(t, home, "id", "--json").code != 0 {
@@ -177,10 +184,9 @@ func buildTree(t *testing.T) *procTree {
 	}
 	must(t, nil, p.homes["C2"], append([]string{"join", tok.Token, "--json"}, loopbackListen...)...)
 	for _, c := range []string{"C1", "C2"} {
-		shortenBackoff(t, p.homes[c])
 		p.start(t, c)
 	}
-	p.waitTree(t, func(top tree.Node) bool { return countOnline(top) == 4 })
+	p.waitTree(t, 30*time.Second, func(top tree.Node) bool { return countOnline(top) == 4 })
 	return p
 }
 
@@ -192,24 +198,6 @@ func (p *procTree) start(t *testing.T, name string) {
 	p.ids[name] = id.PeerID
 }
 
-// shortenBackoff caps a node's reconnect backoff at 3 s, so the restart
-// test is quick; the defaults are exercised by the in-process tests.
-func shortenBackoff(t *testing.T, home string) {
-	t.Helper()
-	path := filepath.Join(home, "config.toml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	re := regexp.MustCompile(`(?m)^reconnect_max = .*$`)
-	if !re.Match(data) {
-		t.Fatalf("config.toml has no reconnect_max line:\n%s", data)
-	}
-	if err := os.WriteFile(path, re.ReplaceAll(data, []byte(`reconnect_max = '3s'`)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
-
 func (p *procTree) tree(t *testing.T, home string, args ...string) tree.Node {
 	t.Helper()
 	var top tree.Node
@@ -217,10 +205,10 @@ func (p *procTree) tree(t *testing.T, home string, args ...string) tree.Node {
 	return top
 }
 
-// waitTree polls the server's tree until cond holds, bounded.
-func (p *procTree) waitTree(t *testing.T, cond func(tree.Node) bool) tree.Node {
+// waitTree polls the server's tree until cond holds, for at most within.
+func (p *procTree) waitTree(t *testing.T, within time.Duration, cond func(tree.Node) bool) tree.Node {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(within)
 	for {
 		top := p.tree(t, p.homes["S"])
 		if cond(top) {
@@ -249,35 +237,40 @@ func project(n tree.Node) view {
 	return v
 }
 
-func TestMultiProcessTree(t *testing.T) {
-	p := buildTree(t)
+// sortByPeer orders siblings by peer ID: the tree's order is not part of
+// what these tests check.
+var sortByPeer = cmp.Transformer("sortByPeer", func(vs []view) []view {
+	out := slices.Clone(vs)
+	slices.SortFunc(out, func(a, b view) int { return strings.Compare(a.PeerID, b.PeerID) })
+	return out
+})
+
+// want is the whole tree, every node online, with the peer IDs that each
+// node's 'swdist id' reported.
+func (p *procTree) want() view {
 	clients := []view{
 		{PeerID: p.ids["C1"], Role: "client", Site: "a", Online: true},
 		{PeerID: p.ids["C2"], Role: "client", Site: "a", Online: true},
 	}
 	relay := view{PeerID: p.ids["R"], Role: "relay", Site: "a", Online: true, ChildrenCount: 2, Children: clients}
-	want := view{PeerID: p.ids["S"], Role: "server", Site: "hq", Online: true, ChildrenCount: 1, Children: []view{relay}}
-	sortClients := cmp.Transformer("sort", func(vs []view) []view {
-		out := append([]view(nil), vs...)
-		for i := range out {
-			for j := i + 1; j < len(out); j++ {
-				if out[j].PeerID < out[i].PeerID {
-					out[i], out[j] = out[j], out[i]
-				}
-			}
-		}
-		return out
-	})
-	if diff := cmp.Diff(want, project(p.tree(t, p.homes["S"])), sortClients); diff != "" {
+	return view{PeerID: p.ids["S"], Role: "server", Site: "hq", Online: true, ChildrenCount: 1, Children: []view{relay}}
+}
+
+func TestMultiProcessTree(t *testing.T) {
+	p := buildTree(t)
+	want := p.want()
+	if diff := cmp.Diff(want, project(p.tree(t, p.homes["S"])), sortByPeer); diff != "" {
 		t.Errorf("server's tree (-want +got):\n%s", diff)
 	}
 	// --depth 1: the relay with its count, its children not listed.
-	shallow := p.tree(t, p.homes["S"], "--depth", "1")
-	if len(shallow.Children) != 1 || shallow.Children[0].ChildrenCount != 2 || len(shallow.Children[0].Children) != 0 {
-		t.Errorf("depth 1: %+v", project(shallow))
+	shallow := want
+	shallow.Children = []view{want.Children[0]}
+	shallow.Children[0].Children = nil
+	if diff := cmp.Diff(shallow, project(p.tree(t, p.homes["S"], "--depth", "1"))); diff != "" {
+		t.Errorf("server's tree, depth 1 (-want +got):\n%s", diff)
 	}
 	// A relay answers for its own subtree.
-	if diff := cmp.Diff(relay, project(p.tree(t, p.homes["R"])), sortClients); diff != "" {
+	if diff := cmp.Diff(want.Children[0], project(p.tree(t, p.homes["R"])), sortByPeer); diff != "" {
 		t.Errorf("relay's tree (-want +got):\n%s", diff)
 	}
 	var peers []api.Peer
@@ -294,23 +287,70 @@ func TestMultiProcessTree(t *testing.T) {
 	if id.Parent != p.ids["R"] || id.Role != "client" || id.Site != "a" || !cmp.Equal(id.Groups, []string{"tills"}) {
 		t.Errorf("C2's id: %+v", id)
 	}
+	// A second daemon on a home whose daemon runs refuses to start, and
+	// the first one keeps answering.
+	if r := cli(t, p.homes["R"], "run"); r.code != 1 || !strings.Contains(r.stderr, "already running") {
+		t.Errorf("second daemon on R's home: exit %d, stderr:\n%s", r.code, r.stderr)
+	}
+	must(t, &id, p.homes["R"], "id", "--json")
+	if id.PeerID != p.ids["R"] {
+		t.Errorf("R's id after a second daemon tried its home: %+v", id)
+	}
 }
 
-// TestRelayRestart kills the relay outright (SIGKILL: no clean shutdown, a
-// stale control socket, an open database) and starts it again: it opens
-// its home as it was, and its children reconnect by themselves.
+// TestRelayRestart stops the relay, keeps it down while its clients try
+// their parent in vain, and starts it again on the same home: its clients
+// reconnect by themselves, with the default backoff. SIGTERM is an
+// operator's stop (the relay must exit 0); SIGKILL leaves a stale control
+// socket and a database that was not closed.
 func TestRelayRestart(t *testing.T) {
-	p := buildTree(t)
-	d := p.daemons["R"]
-	if err := d.cmd.Process.Kill(); err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name string
+		sig  syscall.Signal
+	}{{"SIGTERM", syscall.SIGTERM}, {"SIGKILL", syscall.SIGKILL}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := buildTree(t)
+			d := p.daemons["R"]
+			if tc.sig == syscall.SIGTERM {
+				d.stop(t) // fails the test unless it exits 0 within 10 s
+			} else {
+				if err := d.cmd.Process.Kill(); err != nil {
+					t.Fatal(err)
+				}
+				<-d.done
+			}
+			p.waitTree(t, 30*time.Second, func(top tree.Node) bool {
+				return len(top.Children) == 1 && !top.Children[0].Online && !top.Children[0].LastSeen.IsZero()
+			})
+			for _, c := range []string{"C1", "C2"} {
+				waitNoParent(t, p.homes[c])
+			}
+			// Down long enough for a few failed redials at the default backoff.
+			time.Sleep(3 * time.Second)
+			p.start(t, "R")
+			p.waitTree(t, 60*time.Second, func(top tree.Node) bool { return countOnline(top) == 4 })
+			if diff := cmp.Diff(p.want(), project(p.tree(t, p.homes["S"])), sortByPeer); diff != "" {
+				t.Errorf("server's tree after the restart (-want +got):\n%s", diff)
+			}
+		})
 	}
-	<-d.done
-	p.waitTree(t, func(top tree.Node) bool {
-		return len(top.Children) == 1 && !top.Children[0].Online && !top.Children[0].LastSeen.IsZero()
-	})
-	p.start(t, "R")
-	p.waitTree(t, func(top tree.Node) bool { return countOnline(top) == 4 })
+}
+
+// waitNoParent waits until the node in home has no connection to its parent.
+func waitNoParent(t *testing.T, home string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		var peers []api.Peer
+		must(t, &peers, home, "peers", "--json")
+		if !slices.ContainsFunc(peers, func(pr api.Peer) bool { return pr.Relation == "parent" }) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still lists its parent: %+v", home, peers)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
 }
 
 func TestCLIErrors(t *testing.T) {
@@ -338,9 +378,11 @@ func TestCLIErrors(t *testing.T) {
 			wantErr: []string{"invalid join token"}},
 		{name: "not a token", home: filepath.Join(dir, "g2"), args: []string{"join", "hello"}, wantCode: 1,
 			wantErr: []string{"invalid join token", "swdist token create"}},
-		{name: "corrupt config", home: stopped, args: []string{"run"}, wantCode: 1, wantErr: []string{"config.toml", "line 1"},
-			setup: func(t *testing.T) { writeFile(t, filepath.Join(stopped, "config.toml"), "role = [\n", 0o644) }},
-		{name: "world-readable key", home: filepath.Join(dir, "k"), args: []string{"run"}, wantCode: 1, wantErr: []string{"chmod 600"},
+		{name: "corrupt config", home: stopped, args: []string{"run"}, wantCode: 1,
+			wantErr: []string{filepath.Join(stopped, "config.toml"), "line 1"},
+			setup:   func(t *testing.T) { writeFile(t, filepath.Join(stopped, "config.toml"), "role = [\n", 0o644) }},
+		{name: "world-readable key", home: filepath.Join(dir, "k"), args: []string{"run"}, wantCode: 1,
+			wantErr: []string{"chmod 600 " + filepath.Join(dir, "k", "keys", "node.pem")},
 			setup: func(t *testing.T) {
 				home := filepath.Join(dir, "k")
 				must(t, nil, home, append([]string{"init", "--role", "server", "--site", "hq"}, loopbackListen...)...)
