@@ -80,10 +80,33 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 		return fmt.Errorf("apply reports: %w", err)
 	}
 	defer tx.Rollback()
+	// Prepared once per batch: a batch is up to a thousand reports.
+	queue, err := tx.PrepareContext(ctx, `INSERT INTO outbox(id, origin, kind, at, body) VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(id) DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer queue.Close()
+	event, err := tx.PrepareContext(ctx, `INSERT INTO job_events(report_id, job_id, peer_id, state, at) VALUES(?, ?, ?, ?, ?)
+		ON CONFLICT(report_id) DO NOTHING`)
+	if err != nil {
+		return err
+	}
+	defer event.Close()
+	latest, err := tx.PrepareContext(ctx, `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
+		VALUES(?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
+			exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
+		WHERE excluded.at >= job_states.at`)
+	if err != nil {
+		return err
+	}
+	defer latest.Close()
+	viaID := via.String()
 	for _, r := range reports {
+		origin := r.Origin.String()
 		if forward {
-			if _, err := tx.ExecContext(ctx, `INSERT INTO outbox(id, origin, kind, at, body) VALUES(?, ?, ?, ?, ?)
-				ON CONFLICT(id) DO NOTHING`, r.ID, r.Origin.String(), r.Kind, r.At, r.Body); err != nil {
+			if _, err := queue.ExecContext(ctx, r.ID, origin, r.Kind, r.At, r.Body); err != nil {
 				return fmt.Errorf("queue report %s: %w", r.ID, err)
 			}
 		}
@@ -94,20 +117,14 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 		if err := cert.Unmarshal(r.Body, &st); err != nil {
 			return fmt.Errorf("report %s: %w", r.ID, err)
 		}
-		res, err := tx.ExecContext(ctx, `INSERT INTO job_events(report_id, job_id, peer_id, state, at) VALUES(?, ?, ?, ?, ?)
-			ON CONFLICT(report_id) DO NOTHING`, r.ID, st.Job, r.Origin.String(), st.State, r.At)
+		res, err := event.ExecContext(ctx, r.ID, st.Job, origin, st.State, r.At)
 		if err != nil {
 			return fmt.Errorf("apply report %s: %w", r.ID, err)
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			continue // seen before
 		}
-		if _, err := tx.ExecContext(ctx, `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
-			VALUES(?, ?, ?, ?, ?, ?, ?, ?)
-			ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
-				exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
-			WHERE excluded.at >= job_states.at`,
-			st.Job, r.Origin.String(), st.State, r.At, st.Reason, st.Exit, st.Output, via.String()); err != nil {
+		if _, err := latest.ExecContext(ctx, st.Job, origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID); err != nil {
 			return fmt.Errorf("apply report %s: %w", r.ID, err)
 		}
 	}
