@@ -1,0 +1,69 @@
+package store
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/hierarchy/report"
+)
+
+func statusReport(t *testing.T, id, job, state string, at int64) report.Report {
+	t.Helper()
+	body, err := cert.Marshal(JobState{Job: job, State: state, Reason: state + " reason"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return report.Report{ID: id, Kind: KindJobStatus, At: at, Body: body}
+}
+
+// TestApplyIdempotentLatestWins: a report applied twice counts once; the
+// newest state of a destination wins whatever the order of arrival; with
+// forward, each report is queued once for the parent.
+func TestApplyIdempotentLatestWins(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, filepath.Join(t.TempDir(), "swdist.db"))
+	a, _ := newID(t)
+	b, _ := newID(t)
+	via, _ := newID(t)
+	mk := func(origin string, state string, at int64) report.Report {
+		return statusReport(t, "job1/"+origin+"/"+state, "job1", state, at)
+	}
+	ra := mk(a.String(), "running", 100)
+	ra.Origin = a
+	sa := mk(a.String(), "succeeded", 200)
+	sa.Origin = a
+	rb := mk(b.String(), "failed", 150)
+	rb.Origin = b
+	// Out of order, and repeated (a lost acknowledgement).
+	for _, batch := range [][]report.Report{{sa, rb}, {ra}, {sa, ra, rb}} {
+		if err := s.Apply(ctx, via, batch, true); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := s.JobStates(ctx, "job1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, d := range states {
+		got[d.Peer] = d.State
+		if d.Via != via.String() || d.Reason != d.State+" reason" {
+			t.Errorf("state %+v", d)
+		}
+	}
+	if len(got) != 2 || got[a.String()] != "succeeded" || got[b.String()] != "failed" {
+		t.Errorf("latest states %v, want a succeeded and b failed", got)
+	}
+	var events int
+	if err := s.db.QueryRow(`SELECT count(*) FROM job_events`).Scan(&events); err != nil {
+		t.Fatal(err)
+	}
+	if events != 3 {
+		t.Errorf("%d events recorded, want 3 (each report once)", events)
+	}
+	if n, _ := s.OutboxLen(ctx); n != 3 {
+		t.Errorf("%d reports queued for the parent, want 3", n)
+	}
+}
