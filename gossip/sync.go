@@ -6,7 +6,6 @@ import (
 	"fmt"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/swdist/swdist/hierarchy/member"
@@ -87,6 +86,3 @@ func (s *Service) CatchUp(ctx context.Context) (int, error) {
 		}
 	}
 }
-
-// PeerID is this node's ID.
-func (s *Service) PeerID() peer.ID { return s.self }

@@ -74,7 +74,7 @@ func signJobWith(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, t
 
 // state is n's state for job id: "" if it does not hold it.
 func state(n *node.Node, id string) string {
-	jobs, _ := n.Jobs(context.Background())
+	jobs, _ := n.ListJobs(context.Background())
 	for _, j := range jobs {
 		if j.ID == id {
 			return j.State
@@ -85,7 +85,7 @@ func state(n *node.Node, id string) string {
 
 // holds reports whether n holds job id, and whether it is for n itself.
 func holds(n *node.Node, id string) (held, forMe bool) {
-	jobs, _ := n.Jobs(context.Background())
+	jobs, _ := n.ListJobs(context.Background())
 	for _, j := range jobs {
 		if j.ID == id {
 			return true, j.ForThisNode

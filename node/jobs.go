@@ -146,9 +146,6 @@ func (n *Node) ShowJob(ctx context.Context, id string) (api.JobDetail, error) {
 	return d, nil
 }
 
-// Jobs lists the manifests this node holds (for in-process callers).
-func (n *Node) Jobs(ctx context.Context) ([]api.Job, error) { return n.ListJobs(ctx) }
-
 // GossipRejected counts the manifests this node refused, by reason.
 func (n *Node) GossipRejected() map[string]int { return n.gossip.Rejected() }
 

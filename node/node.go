@@ -241,9 +241,6 @@ func (n *Node) Cert() cert.Cert {
 // Host is the node's libp2p host.
 func (n *Node) Host() host.Host { return n.host }
 
-// Home is the node's home.
-func (n *Node) Home() home.Home { return n.home }
-
 // Start starts the node's services.
 func (n *Node) Start(ctx context.Context) error {
 	ctx, n.cancel = context.WithCancel(ctx)

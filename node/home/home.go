@@ -7,7 +7,6 @@ import (
 	"crypto/ed25519"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -193,6 +192,3 @@ func ReadChain(path string) (cert.Chain, error) {
 	}
 	return ch, nil
 }
-
-// ErrNotInitialised says the home holds no node yet.
-var ErrNotInitialised = errors.New("no node here")
