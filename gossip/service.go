@@ -56,7 +56,10 @@ type Config struct {
 	// OnAccepted runs for each new manifest this node holds; targeted says
 	// whether it is for this node itself.
 	OnAccepted func(v Verified, targeted bool)
-	Logger     *slog.Logger
+	// OnExpired runs for a manifest for this node that reached it only
+	// after it expired (once, when first recorded).
+	OnExpired func(v Verified)
+	Logger    *slog.Logger
 }
 
 // Service carries manifests: it validates what comes from the parent's
@@ -197,6 +200,9 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 		if covers && v.Target.Matches(chain) {
 			if added, perr := s.cfg.Store.PutManifest(ctx, v, true, true); perr == nil && added {
 				s.log.Warn("job expired before it reached this node: it will not run", "job", v.JobID, "expired_at", v.ExpiresAt)
+				if s.cfg.OnExpired != nil {
+					s.cfg.OnExpired(v)
+				}
 			}
 		}
 		return Verified{}, s.count(reason(err), err)

@@ -248,4 +248,11 @@ func TestExpiredBeforeArrival(t *testing.T) {
 	if c.nodes["a2"].GossipRejected()[gossip.ErrExpired.Error()] == 0 {
 		t.Error("a2 did not count the expired manifest")
 	}
+	// And the server learns it: a1 ran the job, a2 reports it expired.
+	st := statusAt(t, c, "server", job.ID, "the server sees a1 succeeded and a2 expired", func(s api.JobStatus) bool {
+		return s.Counts["succeeded"] == 1 && s.Counts["expired"] == 1
+	})
+	if st.Expected != 2 || st.DonePercent != 100 {
+		t.Errorf("status %+v", st)
+	}
 }

@@ -266,7 +266,8 @@ func (n *Node) Start(ctx context.Context) error {
 			if f := n.opts.OnManifest; f != nil {
 				f(v.JobID, forMe)
 			}
-		}}
+		},
+		OnExpired: func(v gossip.Verified) { n.exec.Missed(v.Manifest) }}
 	g, err := gossip.New(ctx, n.host, gcfg)
 	if err != nil {
 		return err

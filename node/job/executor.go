@@ -103,6 +103,12 @@ func (e *Executor) start(m gossip.Manifest) {
 	}()
 }
 
+// Missed records that a job for this node reached it only after it
+// expired: it will not run, and the managing nodes above are told so.
+func (e *Executor) Missed(m gossip.Manifest) {
+	e.transition(Status{Job: m.JobID, State: Expired, Reason: "expired at " + m.ExpiresAt.Format(time.RFC3339) + " before it reached this node"})
+}
+
 // Recover ends, after a restart, the runs this node did not finish: one
 // that was running is failed (it cannot be known how far it got), one that
 // had not started is taken again. lookup returns a held manifest.
