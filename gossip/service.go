@@ -196,7 +196,9 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 	covers := v.ScopeCovers(chain)
 	if expired {
 		// Never passed on; a node it targets keeps it as expired, not run,
-		// so that its status says so.
+		// so that its status says so. Counted first, so that whoever sees
+		// it stored also sees it counted.
+		cerr := s.count(reason(err), err)
 		if covers && v.Target.Matches(chain) {
 			if added, perr := s.cfg.Store.PutManifest(ctx, v, true, true); perr == nil && added {
 				s.log.Warn("job expired before it reached this node: it will not run", "job", v.JobID, "expired_at", v.ExpiresAt)
@@ -205,7 +207,7 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 				}
 			}
 		}
-		return Verified{}, s.count(reason(err), err)
+		return Verified{}, cerr
 	}
 	if !covers && !v.ScopeBelow(s.self) {
 		return Verified{}, s.count(reason(ErrOutOfScope), fmt.Errorf("job %s by admin %q of %s: %w", v.JobID, v.Admin.Name, v.Admin.Scope, ErrOutOfScope))
