@@ -144,6 +144,11 @@ func (l *Link) connect(ctx context.Context) (member.Peer, error) {
 	}
 	pr, err := l.cfg.Member.Wait(ctx, l.cfg.Parent)
 	if err != nil {
+		// Drop what this attempt left, so that the next one dials afresh: a
+		// hello that failed after its connection closed leaves its error
+		// recorded, and a connection to a peer with that record is never
+		// greeted, so each retry would fail at once with the old error.
+		_ = l.h.Network().ClosePeer(l.cfg.Parent)
 		return member.Peer{}, fmt.Errorf("parent's membership: %w", err)
 	}
 	if !pr.Cert.Role.CanIssue() {
