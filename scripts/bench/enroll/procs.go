@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/peer"
+
 	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/node/api"
 )
@@ -100,12 +102,22 @@ func (p *procs) tree(ctx context.Context) (tree.Node, error) {
 	return t, err
 }
 
-func (p *procs) conns() int {
+// conns asks the relay for its verified peers ('swdist peers'): one
+// address per connection; the transport split is not known from outside.
+func (p *procs) conns(ctx context.Context, children map[peer.ID]bool) connStats {
+	s := connStats{conns: -1, peers: -1, tcp: -1, quic: -1, verified: -1}
 	var peers []api.Peer
-	if err := p.cli(context.Background(), p.relay, &peers, "peers", "--json"); err != nil {
-		return -1
+	if err := p.cli(ctx, p.relay, &peers, "peers", "--json"); err != nil {
+		return s
 	}
-	return len(peers)
+	s.conns, s.peers, s.verified = 0, len(peers), len(peers)
+	for _, pr := range peers {
+		s.conns += len(pr.Addrs)
+		if id, err := peer.Decode(pr.PeerID); err == nil && children[id] {
+			s.childrenConned++
+		}
+	}
+	return s
 }
 
 func (p *procs) memory() string { return "RSS " + rss(strconv.Itoa(p.relayPID)) + " (relay process)" }
