@@ -29,9 +29,12 @@ const Protocol protocol.ID = "/swdist/report/1.0.0"
 
 // Limits on a batch: what one request may carry.
 const (
-	MaxBatch      = 1000
-	MaxBodyBytes  = 64 << 10
-	maxBatchBytes = 8 << 20
+	MaxBatch     = 1000
+	MaxBodyBytes = 1 << 20 // a full inventory, compressed, fits
+	// maxBatchBytes bounds a batch on the wire; the sender fills batches
+	// to sendBatchBytes so that a batch of large reports always fits.
+	maxBatchBytes  = 8 << 20
+	sendBatchBytes = 4 << 20
 )
 
 // Report is one fact about one node, for the managing nodes above it.
@@ -189,10 +192,15 @@ func (s *Service) sendOnce(ctx context.Context) (int, error) {
 	if _, ok := s.cfg.Member.Peer(s.cfg.Parent); !ok {
 		return 0, errors.New("parent not connected")
 	}
-	reports := make([]Report, len(queued))
-	pos := make([]int64, len(queued))
-	for i, q := range queued {
-		reports[i], pos[i] = q.Report, q.Pos
+	var reports []Report
+	var pos []int64
+	size := 0
+	for _, q := range queued {
+		size += len(q.Report.Body) + len(q.Report.ID) + len(q.Report.Kind) + 64
+		if len(reports) > 0 && size > sendBatchBytes {
+			break // the rest go in the next batch
+		}
+		reports, pos = append(reports, q.Report), append(pos, q.Pos)
 	}
 	cctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
