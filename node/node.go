@@ -28,6 +28,7 @@ import (
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/config"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/inventory"
 	"github.com/swdist/swdist/node/job"
 	"github.com/swdist/swdist/node/store"
 )
@@ -41,6 +42,9 @@ type Options struct {
 	// OnManifest, if set, runs when this node accepts a new manifest
 	// (benchmarks time delivery with it).
 	OnManifest func(jobID string, forThisNode bool)
+	// InventoryCollectors, if set, replace the machine's collectors
+	// (benchmarks that simulate many machines in one process).
+	InventoryCollectors []inventory.Collector
 }
 
 // Node is a running swdist node.
@@ -67,7 +71,12 @@ type Node struct {
 	gossip   *gossip.Service
 	reports  *report.Service
 	exec     *job.Executor
+	inv      *inventory.Agent
+	invCodec *inventory.Codec
 	api      *api.Server
+
+	mu         sync.Mutex
+	invRefused map[string]int // inventory reports refused, by reason
 
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -87,7 +96,7 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{home: h, cfg: cfg, log: log, opts: opts}
+	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}}
 	defer func() {
 		if err != nil {
 			n.Close() // whatever was opened before the error
@@ -116,6 +125,9 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	}
 	n.chain.Store(&ch)
 	if n.store, err = store.Open(ctx, h.DB()); err != nil {
+		return nil, err
+	}
+	if n.invCodec, err = inventory.NewCodec(); err != nil {
 		return nil, err
 	}
 	if n.revs, err = revoke.NewSet(ctx, n.store); err != nil {
@@ -257,7 +269,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.reports = report.New(n.host, rcfg)
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
-	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log})
+	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log,
+		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if forMe {
@@ -313,6 +326,7 @@ func (n *Node) Start(ctx context.Context) error {
 		n.goRun(ctx, "parent link", link.Run)
 		n.goRun(ctx, "manifest catch-up", n.catchUpLoop)
 	}
+	n.startInventory(ctx)
 	if n.api != nil {
 		n.goRun(ctx, "control API", n.api.Serve)
 	}

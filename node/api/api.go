@@ -86,6 +86,7 @@ type Backend interface {
 	ListJobs(ctx context.Context) ([]Job, error)
 	ShowJob(ctx context.Context, id string) (JobDetail, error)
 	JobStatus(ctx context.Context, id string) (JobStatus, error)
+	InventoryBackend
 }
 
 // Error is a failed request: the status and what to tell the operator.
@@ -168,6 +169,7 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	handle(mux, "GET /v1/jobs", func(r *http.Request) (any, error) { return b.ListJobs(r.Context()) })
 	handle(mux, "GET /v1/jobs/{id}", func(r *http.Request) (any, error) { return b.ShowJob(r.Context(), r.PathValue("id")) })
 	handle(mux, "GET /v1/jobs/{id}/status", func(r *http.Request) (any, error) { return b.JobStatus(r.Context(), r.PathValue("id")) })
+	inventoryRoutes(mux, b)
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil
 }
 

@@ -25,12 +25,24 @@ type Config struct {
 	Site   string   `toml:"site"`
 	Groups []string `toml:"groups"`
 	// Listen addresses: TCP and QUIC only, the transports the tree uses.
-	Listen []string `toml:"listen"`
-	Parent Parent   `toml:"parent"`
-	Limits Limits   `toml:"limits"`
-	Enroll Enroll   `toml:"enroll"`
-	Tree   Tree     `toml:"tree"`
-	Log    Log      `toml:"log"`
+	Listen    []string  `toml:"listen"`
+	Parent    Parent    `toml:"parent"`
+	Limits    Limits    `toml:"limits"`
+	Enroll    Enroll    `toml:"enroll"`
+	Tree      Tree      `toml:"tree"`
+	Inventory Inventory `toml:"inventory"`
+	Log       Log       `toml:"log"`
+}
+
+// Inventory configures this machine's inventory collection.
+type Inventory struct {
+	// Every is the interval between collections, jittered by ±10 %.
+	Every Duration `toml:"every"`
+	// FullEvery: a full inventory goes up at least this often; between
+	// them only what changed.
+	FullEvery Duration `toml:"full_every"`
+	// Timeout bounds each collector (a hung mount, a slow dpkg).
+	Timeout Duration `toml:"timeout"`
 }
 
 // Parent is where this node's parent is; empty on the root.
@@ -126,6 +138,15 @@ func (c *Config) Defaults() {
 	if c.Tree.CatchUpEvery.Duration == 0 {
 		c.Tree.CatchUpEvery.Duration = time.Minute
 	}
+	if c.Inventory.Every.Duration == 0 {
+		c.Inventory.Every.Duration = 24 * time.Hour
+	}
+	if c.Inventory.FullEvery.Duration == 0 {
+		c.Inventory.FullEvery.Duration = 7 * 24 * time.Hour
+	}
+	if c.Inventory.Timeout.Duration == 0 {
+		c.Inventory.Timeout.Duration = 30 * time.Second
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -162,6 +183,10 @@ func (c *Config) Validate() error {
 	}
 	if c.Limits.ConnLow > c.Limits.ConnHigh || c.Limits.ConnHigh > c.Limits.MaxConns {
 		return fmt.Errorf("limits: want conn_low (%d) <= conn_high (%d) <= max_conns (%d)", c.Limits.ConnLow, c.Limits.ConnHigh, c.Limits.MaxConns)
+	}
+	if c.Inventory.Every.Duration < time.Minute || c.Inventory.Timeout.Duration < time.Second || c.Inventory.FullEvery.Duration < c.Inventory.Every.Duration {
+		return fmt.Errorf("inventory: want every >= 1m, timeout >= 1s and full_every >= every (have %s, %s, %s)",
+			c.Inventory.Every.Duration, c.Inventory.Timeout.Duration, c.Inventory.FullEvery.Duration)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

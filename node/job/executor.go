@@ -53,8 +53,14 @@ type Config struct {
 	Runs          RunStore
 	MaxConcurrent int // jobs running at once, default 2
 	MaxOutput     int // bytes of output kept (the tail), default 16 KiB
-	Logger        *slog.Logger
+	// Builtin runs the job types this node handles itself (by type), each
+	// returning a line for the operator.
+	Builtin map[string]Builtin
+	Logger  *slog.Logger
 }
+
+// Builtin runs a job of a type the node handles itself.
+type Builtin func(ctx context.Context, m gossip.Manifest) (string, error)
 
 // Executor runs jobs.
 type Executor struct {
@@ -176,7 +182,23 @@ func (e *Executor) run(m gossip.Manifest) {
 		}
 		e.transition(s)
 	default:
-		e.transition(Status{Job: m.JobID, State: Failed, Reason: fmt.Sprintf("job type %q is not supported by this node", m.Type)})
+		f, ok := e.cfg.Builtin[m.Type]
+		if !ok {
+			e.transition(Status{Job: m.JobID, State: Failed, Reason: fmt.Sprintf("job type %q is not supported by this node", m.Type)})
+			return
+		}
+		e.transition(Status{Job: m.JobID, State: Running})
+		ctx, cancel := context.WithDeadline(e.ctx, m.ExpiresAt)
+		out, err := f(ctx, m)
+		cancel()
+		if e.ctx.Err() != nil {
+			return // as for "run": ended as interrupted at the next start
+		}
+		if err != nil {
+			e.transition(Status{Job: m.JobID, State: Failed, Reason: err.Error()})
+			return
+		}
+		e.transition(Status{Job: m.JobID, State: Succeeded, Output: out})
 	}
 }
 

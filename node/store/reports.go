@@ -75,6 +75,11 @@ const KindJobStatus = "job.status"
 // whatever how often it arrives, and the newest state of each destination
 // wins. With forward, they are also queued to go up to the parent.
 func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report, forward bool) error {
+	return s.apply(ctx, via, reports, forward, nil)
+}
+
+// apply is Apply, running also in its transaction before it commits.
+func (s *Store) apply(ctx context.Context, via peer.ID, reports []report.Report, forward bool, also func(*sql.Tx) error) error {
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("apply reports: %w", err)
@@ -103,6 +108,8 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 	}
 	defer latest.Close()
 	viaID := via.String()
+	inv := &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*sql.Stmt{}}
+	defer inv.close()
 	for _, r := range reports {
 		origin := r.Origin.String()
 		if forward {
@@ -110,8 +117,19 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 				return fmt.Errorf("queue report %s: %w", r.ID, err)
 			}
 		}
+		if r.Kind == KindInventory {
+			d, err := s.codec.Decode(r.Body)
+			if err != nil {
+				// Checked by the node before it got here: this is a bug.
+				return fmt.Errorf("inventory report %s: %w", r.ID, err)
+			}
+			if err := inv.apply(ctx, origin, viaID, r, d); err != nil {
+				return fmt.Errorf("apply inventory report %s: %w", r.ID, err)
+			}
+			continue
+		}
 		if r.Kind != KindJobStatus {
-			continue // other kinds are stored by their own issues' code
+			continue // unknown kinds are only passed on
 		}
 		var st JobState
 		if err := cert.Unmarshal(r.Body, &st); err != nil {
@@ -128,7 +146,16 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 			return fmt.Errorf("apply report %s: %w", r.ID, err)
 		}
 	}
-	return tx.Commit()
+	if also != nil {
+		if err := also(tx); err != nil {
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	inv.commit()
+	return nil
 }
 
 // DestState is one destination's latest state for a job.

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -20,6 +21,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
 	"github.com/swdist/swdist/hierarchy/tree"
+	"github.com/swdist/swdist/node/inventory"
 )
 
 //go:embed migrations/*.sql
@@ -27,7 +29,11 @@ var migrations embed.FS
 
 // Store is an open node database.
 type Store struct {
-	db *sql.DB
+	db    *sql.DB
+	codec *inventory.Codec
+
+	mu      sync.Mutex
+	itemIDs map[string]int64 // inventory items by kind and attributes
 }
 
 // Open opens (creating if needed) the SQLite database at path and brings
@@ -41,7 +47,12 @@ func Open(ctx context.Context, path string) (*Store, error) {
 	// One writer at a time is SQLite's rule; a single connection also keeps
 	// the pragmas above in force.
 	db.SetMaxOpenConns(1)
-	s := &Store{db: db}
+	codec, err := inventory.NewCodec()
+	if err != nil {
+		db.Close()
+		return nil, err
+	}
+	s := &Store{db: db, codec: codec, itemIDs: map[string]int64{}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)

@@ -1,0 +1,310 @@
+package inventory
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/shirou/gopsutil/v4/cpu"
+	"github.com/shirou/gopsutil/v4/disk"
+	"github.com/shirou/gopsutil/v4/host"
+	"github.com/shirou/gopsutil/v4/mem"
+	psnet "github.com/shirou/gopsutil/v4/net"
+)
+
+// A Collector gathers one part of a machine's inventory into inv. It must
+// return when ctx ends; what it added before an error is kept.
+type Collector interface {
+	Name() string
+	Collect(ctx context.Context, inv *Inventory) error
+}
+
+// Collect runs every collector, each bounded by timeout. A collector that
+// fails or hangs leaves the field "error.NAME" saying why, and the others'
+// parts are reported as usual.
+func Collect(ctx context.Context, collectors []Collector, timeout time.Duration) Inventory {
+	var inv Inventory
+	for _, c := range collectors {
+		part, err := collectBounded(ctx, c, timeout)
+		for f, v := range part.Fields {
+			inv.Set(f, v)
+		}
+		for kind, items := range part.Items {
+			for _, it := range items {
+				inv.Add(kind, it)
+			}
+		}
+		if err != nil {
+			msg := err.Error()
+			if len(msg) > 512 {
+				msg = msg[:512]
+			}
+			inv.Set("error."+c.Name(), strings.ToValidUTF8(msg, "?"))
+		}
+	}
+	return inv
+}
+
+// collectBounded runs c, giving up after timeout even if c ignores its
+// context (a stat on a hung network mount does): c then goes on alone,
+// writing only to its own inventory, which is dropped.
+func collectBounded(ctx context.Context, c Collector, timeout time.Duration) (Inventory, error) {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	type result struct {
+		inv Inventory
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		var part Inventory
+		err := c.Collect(ctx, &part)
+		done <- result{part, err}
+	}()
+	select {
+	case r := <-done:
+		if r.err != nil && ctx.Err() != nil {
+			r.err = fmt.Errorf("timed out after %s: %w", timeout, r.err)
+		}
+		return r.inv, r.err
+	case <-ctx.Done():
+		return Inventory{}, fmt.Errorf("timed out after %s", timeout)
+	}
+}
+
+// Identity is what the node knows of itself rather than what it measures.
+type Identity struct {
+	Role, Site, Version string
+	Groups              []string
+}
+
+// System collects host, OS, CPU, memory, disks and network interfaces with
+// gopsutil, and the node's identity.
+type System struct{ Identity Identity }
+
+// Name implements Collector.
+func (System) Name() string { return "system" }
+
+// Collect implements Collector.
+func (s System) Collect(ctx context.Context, inv *Inventory) error {
+	var errs []error
+	inv.Set("swdist.version", s.Identity.Version)
+	inv.Set("role", s.Identity.Role)
+	inv.Set("site", s.Identity.Site)
+	inv.Set("groups", strings.Join(s.Identity.Groups, ","))
+	inv.Set("arch", runtime.GOARCH)
+	if h, err := host.InfoWithContext(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("host: %w", err))
+	} else {
+		inv.Set("hostname", h.Hostname)
+		inv.Set("os.name", h.Platform)
+		inv.Set("os.family", h.PlatformFamily)
+		inv.Set("os.version", h.PlatformVersion)
+		inv.Set("os.kind", h.OS)
+		inv.Set("kernel", h.KernelVersion)
+		if h.KernelArch != "" {
+			inv.Set("arch", h.KernelArch)
+		}
+		inv.Set("boot_time", strconv.FormatUint(h.BootTime, 10))
+		if h.VirtualizationRole == "guest" {
+			inv.Set("virtualization", h.VirtualizationSystem)
+		}
+	}
+	if n, err := cpu.CountsWithContext(ctx, true); err != nil {
+		errs = append(errs, fmt.Errorf("cpu count: %w", err))
+	} else {
+		inv.Set("cpu.count", strconv.Itoa(n))
+	}
+	if infos, err := cpu.InfoWithContext(ctx); err == nil && len(infos) > 0 {
+		inv.Set("cpu.model", strings.TrimSpace(infos[0].ModelName))
+	}
+	if vm, err := mem.VirtualMemoryWithContext(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("memory: %w", err))
+	} else {
+		inv.Set("memory.total", strconv.FormatUint(vm.Total, 10))
+	}
+	if err := collectDisks(ctx, inv); err != nil {
+		errs = append(errs, err)
+	}
+	if ifs, err := psnet.InterfacesWithContext(ctx); err != nil {
+		errs = append(errs, fmt.Errorf("network interfaces: %w", err))
+	} else {
+		for _, i := range ifs {
+			if slices.Contains(i.Flags, "loopback") {
+				continue
+			}
+			var addrs []string
+			for _, a := range i.Addrs {
+				addrs = append(addrs, a.Addr)
+			}
+			inv.Add("net", Item{"name": i.Name, "mac": i.HardwareAddr, "addrs": strings.Join(addrs, ","), "mtu": strconv.Itoa(i.MTU)})
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// pseudo file systems are not disks.
+var pseudoFS = []string{"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup", "cgroup2", "overlay", "squashfs",
+	"mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "fusectl", "configfs", "hugetlbfs", "autofs",
+	"nsfs", "ramfs", "binfmt_misc", "efivarfs", "rpc_pipefs", "fuse.lxcfs"}
+
+func collectDisks(ctx context.Context, inv *Inventory) error {
+	parts, err := disk.PartitionsWithContext(ctx, false)
+	if err != nil {
+		return fmt.Errorf("disks: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, p := range parts {
+		if slices.Contains(pseudoFS, p.Fstype) || seen[p.Mountpoint] {
+			continue
+		}
+		seen[p.Mountpoint] = true
+		addDisk(ctx, inv, p.Mountpoint, p.Device, p.Fstype)
+	}
+	if !seen["/"] {
+		// In a container the root is an overlay: still the disk that fills.
+		addDisk(ctx, inv, "/", "", "")
+	}
+	return ctx.Err()
+}
+
+func addDisk(ctx context.Context, inv *Inventory, mount, device, fstype string) {
+	u, err := disk.UsageWithContext(ctx, mount)
+	if err != nil || u.Total == 0 {
+		return
+	}
+	if fstype == "" {
+		fstype = u.Fstype
+	}
+	inv.Add("disk", Item{"mount": mount, "device": device, "fstype": fstype,
+		"size": strconv.FormatUint(u.Total, 10), "free": strconv.FormatUint(u.Free, 10),
+		"used_percent": strconv.FormatFloat(u.UsedPercent, 'f', 0, 64)})
+}
+
+// Packages lists the OS packages: dpkg, and rpm where present. A machine
+// with neither reports none, and says so only if both fail to run.
+type Packages struct{}
+
+// Name implements Collector.
+func (Packages) Name() string { return "packages" }
+
+// Collect implements Collector.
+func (Packages) Collect(ctx context.Context, inv *Inventory) error {
+	type manager struct {
+		source string
+		args   []string
+	}
+	var errs []error
+	found := false
+	for _, m := range []manager{
+		{"dpkg", []string{"dpkg-query", "-W", "-f", `${db:Status-Abbrev}\t${Package}\t${Version}\t${Architecture}\n`}},
+		{"rpm", []string{"rpm", "-qa", "--qf", `ii \t%{NAME}\t%{VERSION}-%{RELEASE}\t%{ARCH}\n`}},
+	} {
+		if _, err := exec.LookPath(m.args[0]); err != nil {
+			continue
+		}
+		found = true
+		out, err := exec.CommandContext(ctx, m.args[0], m.args[1:]...).Output()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", m.args[0], err))
+			continue
+		}
+		sc := bufio.NewScanner(bytes.NewReader(out))
+		for sc.Scan() {
+			f := strings.Split(sc.Text(), "\t")
+			if len(f) != 4 || !strings.HasPrefix(f[0], "ii") || f[1] == "" {
+				continue // not installed (removed, config files only)
+			}
+			inv.Add("software", Item{"name": f[1], "version": f[2], "arch": f[3], "source": m.source})
+		}
+	}
+	if !found {
+		return nil
+	}
+	return errors.Join(errs...)
+}
+
+// Custom reads operator-defined fields from the files in a directory
+// (inventory.d in the node's home): lines "key = value", '#' comments,
+// files read in name order so that a later file wins. Each key becomes the
+// field "custom.KEY".
+type Custom struct{ Dir string }
+
+// Name implements Collector.
+func (Custom) Name() string { return "custom" }
+
+// Collect implements Collector.
+func (c Custom) Collect(ctx context.Context, inv *Inventory) error {
+	entries, err := os.ReadDir(c.Dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, e := range entries {
+		if !e.Type().IsRegular() || strings.HasPrefix(e.Name(), ".") || strings.HasSuffix(e.Name(), "~") {
+			continue
+		}
+		path := filepath.Join(c.Dir, e.Name())
+		fields, err := ReadCustomFile(path)
+		if err != nil {
+			errs = append(errs, err)
+		}
+		for k, v := range fields {
+			inv.Set("custom."+k, v)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ReadCustomFile reads one file of custom fields. A bad line is an error
+// naming the file and line; the good lines are still returned.
+func ReadCustomFile(path string) (map[string]string, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]string{}
+	var errs []error
+	for i, line := range strings.Split(string(data), "\n") {
+		line = strings.TrimSpace(line)
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		k, v, ok := strings.Cut(line, "=")
+		k, v = strings.TrimSpace(k), strings.Trim(strings.TrimSpace(v), `"`)
+		if !ok {
+			errs = append(errs, fmt.Errorf("%s line %d: want key = value", path, i+1))
+			continue
+		}
+		if err := CheckCustom(k, v); err != nil {
+			errs = append(errs, fmt.Errorf("%s line %d: %w", path, i+1, err))
+			continue
+		}
+		out[k] = v
+	}
+	return out, errors.Join(errs...)
+}
+
+// CheckCustom checks a custom field's key and value.
+func CheckCustom(key, value string) error {
+	if err := checkName("custom." + key); err != nil || strings.Contains(key, "..") {
+		return fmt.Errorf("key %q: use lower-case letters, digits, '.', '_' and '-', starting with a letter or digit", key)
+	}
+	if err := checkValue("custom."+key, value); err != nil {
+		return fmt.Errorf("value for %q: at most %d bytes of text", key, MaxValueLen)
+	}
+	return nil
+}
