@@ -17,6 +17,7 @@ import (
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/inventory"
 )
 
 // demoNode is one member of the demo tree as the demo builds it.
@@ -90,7 +91,9 @@ type demoResult struct {
 	Tree     tree.Node `json:"tree"`
 	Outsider string    `json:"outsider"`
 	Job      demoJob   `json:"job"`
-	Seconds  float64   `json:"seconds"`
+	// Inventory is what the server sums over every machine of the tree.
+	Inventory []inventory.Sum `json:"inventory"`
+	Seconds   float64         `json:"seconds"`
 }
 
 // demoJob is what the demo's signed job did.
@@ -170,7 +173,11 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	res := demoResult{Tree: t, Outsider: outsider, Job: job, Seconds: time.Since(start).Seconds()}
+	inv, err := a.demoInventory(ctx, nodes, say)
+	if err != nil {
+		return err
+	}
+	res := demoResult{Tree: t, Outsider: outsider, Job: job, Inventory: inv, Seconds: time.Since(start).Seconds()}
 	say("\nDemo finished in %.1fs.", res.Seconds)
 	if a.json {
 		return a.emit(res, nil)
@@ -345,4 +352,63 @@ func (a *app) demoJob(ctx context.Context, dir string, nodes map[string]*node.No
 		printJobStatus(a.out, res.Status)
 	}
 	return res, nil
+}
+
+// demoShelves are the custom inventory fields the demo sets on some
+// clients, as an operator would with 'swdist inventory set'.
+var demoShelves = map[string]string{"a1": "front", "a2": "front", "b1": "back", "c1": "front", "c3": "back"}
+
+// demoInventory sets a custom field on some clients and shows the server's
+// sums over the whole tree once every machine has reported.
+func (a *app) demoInventory(ctx context.Context, nodes map[string]*node.Node, say func(string, ...any)) ([]inventory.Sum, error) {
+	for name, where := range demoShelves {
+		if _, err := nodes[name].InventorySet(ctx, api.CustomRequest{Key: "counter", Value: where}); err != nil {
+			return nil, fmt.Errorf("inventory set on %s: %w", name, err)
+		}
+	}
+	server := nodes["server"]
+	queries := []api.InventoryQuery{
+		{By: []string{"os.name", "os.version"}},
+		{By: []string{"custom.counter"}, Where: []string{"role=client"}},
+	}
+	var sums []inventory.Sum
+	for {
+		sums = sums[:0]
+		for _, q := range queries {
+			s, err := server.InventorySum(ctx, q)
+			if err != nil {
+				sums = nil
+				break
+			}
+			sums = append(sums, s)
+		}
+		if len(sums) == len(queries) && sums[0].Machines == len(demoLayout) && counted(sums[1]) == len(demoShelves) {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("waiting for every machine's inventory at the server: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	say("\nInventory at the server, every machine ('swdist inventory sum --by os.name --by os.version'):\n")
+	if !a.json {
+		printSum(a.out, sums[0], nil)
+	}
+	say("\nA custom field set on %d clients ('swdist inventory set counter front' there; here\n'swdist inventory sum --by custom.counter --where role=client'):\n", len(demoShelves))
+	if !a.json {
+		printSum(a.out, sums[1], nil)
+	}
+	return sums, nil
+}
+
+// counted is how many machines of a sum have a value.
+func counted(s inventory.Sum) int {
+	n := 0
+	for _, r := range s.Rows {
+		if r.Value != inventory.None {
+			n += r.Count
+		}
+	}
+	return n
 }

@@ -74,4 +74,7 @@ func TestDemo(t *testing.T) {
 	if st := res.Job.Status; st.Expected != 3 || st.Counts["succeeded"] != 3 || st.DonePercent != 100 {
 		t.Errorf("demo job status at the server: %+v", st)
 	}
+	if len(res.Inventory) != 2 || res.Inventory[0].Machines != len(demoLayout) || counted(res.Inventory[1]) != len(demoShelves) {
+		t.Errorf("demo inventory sums: %+v", res.Inventory)
+	}
 }

@@ -243,13 +243,13 @@ func (a *app) invSumCmd() *cobra.Command {
 }
 
 func printSum(w io.Writer, s inventory.Sum, stats []string) {
-	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', tabwriter.AlignRight)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	head := slices.Clone(s.By)
 	head = append(head, "MACHINES")
 	for _, f := range stats {
 		head = append(head, f+" SUM", "MIN", "MAX", "AVG")
 	}
-	fmt.Fprintln(tw, strings.ToUpper(strings.Join(head, "\t"))+"\t")
+	fmt.Fprintln(tw, strings.ToUpper(strings.Join(head, "\t")))
 	for _, r := range s.Rows {
 		cells := slices.Clone(r.Values)
 		for i := range cells {
@@ -263,7 +263,7 @@ func printSum(w io.Writer, s inventory.Sum, stats []string) {
 				cells = append(cells, "-", "-", "-", "-")
 			}
 		}
-		fmt.Fprintln(tw, strings.Join(cells, "\t")+"\t")
+		fmt.Fprintln(tw, strings.Join(cells, "\t"))
 	}
 	tw.Flush()
 	fmt.Fprint(w, machines(s.Machines))
