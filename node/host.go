@@ -8,6 +8,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/connmgr"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/network"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
 	cmgr "github.com/libp2p/go-libp2p/p2p/net/connmgr"
@@ -24,7 +25,8 @@ const Version = "0.1.0"
 // newHost builds the libp2p host: TCP and QUIC only, Noise only, no relay,
 // no NAT traversal, and resource and connection limits sized for the role.
 // listen may be empty for a host that only dials (a joining node).
-func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater connmgr.ConnectionGater) (host.Host, error) {
+// bw, if set, counts the bytes of every stream by protocol and peer.
+func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater connmgr.ConnectionGater, bw metrics.Reporter) (host.Host, error) {
 	rm, err := resourceManager(limits.MaxConns)
 	if err != nil {
 		return nil, err
@@ -46,6 +48,9 @@ func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater co
 	}
 	if gater != nil {
 		opts = append(opts, libp2p.ConnectionGater(gater))
+	}
+	if bw != nil {
+		opts = append(opts, libp2p.BandwidthReporter(bw))
 	}
 	if len(listen) > 0 {
 		opts = append(opts, libp2p.ListenAddrStrings(listen...))

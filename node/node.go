@@ -15,6 +15,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
@@ -61,6 +62,7 @@ type Node struct {
 	verifier *cert.Verifier
 	store    *store.Store
 	host     host.Host
+	bw       *metrics.BandwidthCounter
 	gater    *member.Gater
 	member   *member.Service
 	registry *tree.Registry
@@ -78,9 +80,10 @@ type Node struct {
 	mu         sync.Mutex
 	invRefused map[string]int // inventory reports refused, by reason
 
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
-	closed bool
+	started time.Time
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
+	closed  bool
 }
 
 // Open loads the node in h and builds its services; Start starts them.
@@ -157,7 +160,8 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 			h.Config(), cfg.Role, cfg.Site, self.Role, self.Site)
 	}
 	n.gater = member.NewGater()
-	if n.host, err = newHost(n.key, cfg.Listen, cfg.Limits, n.gater); err != nil {
+	n.bw = metrics.NewBandwidthCounter()
+	if n.host, err = newHost(n.key, cfg.Listen, cfg.Limits, n.gater, n.bw); err != nil {
 		return nil, err
 	}
 	n.member = member.New(n.host, n.gater, member.Config{
@@ -256,6 +260,7 @@ func (n *Node) Host() host.Host { return n.host }
 // Start starts the node's services.
 func (n *Node) Start(ctx context.Context) error {
 	ctx, n.cancel = context.WithCancel(ctx)
+	n.started = time.Now()
 	n.member.Start()
 	n.viewer.Start()
 	n.revoker.Start()

@@ -108,7 +108,7 @@ func Join(ctx context.Context, h home.Home, opt JoinOptions) (cert.Cert, error) 
 	if err != nil {
 		return cert.Cert{}, err
 	}
-	hst, err := newHost(key, nil, config.Limits{MaxConns: 16, ConnLow: 8, ConnHigh: 12}, nil)
+	hst, err := newHost(key, nil, config.Limits{MaxConns: 16, ConnLow: 8, ConnHigh: 12}, nil, nil)
 	if err != nil {
 		return cert.Cert{}, err
 	}

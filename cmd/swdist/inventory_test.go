@@ -51,6 +51,21 @@ func TestInventoryCLI(t *testing.T) {
 		t.Errorf("export csv: exit %d, %v, %d records", r.code, err, len(recs))
 	}
 	must(t, nil, S, "inventory", "sum", "--by", "os.version") // the table prints
+
+	// The reports that carried all this are counted per protocol and peer
+	// (the counters' totals move once a second).
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		var bw api.Bandwidth
+		must(t, &bw, S, "stats", "bw", "--json")
+		if bw.Protocols["/swdist/report/1.0.0"].In > 0 && len(bw.Peers) > 0 && bw.Peers[0].PeerID == p.ids["R"] && bw.Peers[0].Relation == "child" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stats bw at the server: %+v", bw)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	must(t, nil, S, "stats", "bw")
 	for _, tc := range []struct {
 		args []string
 		want string

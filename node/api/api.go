@@ -87,6 +87,7 @@ type Backend interface {
 	ShowJob(ctx context.Context, id string) (JobDetail, error)
 	JobStatus(ctx context.Context, id string) (JobStatus, error)
 	InventoryBackend
+	Bandwidth(ctx context.Context) (Bandwidth, error)
 }
 
 // Error is a failed request: the status and what to tell the operator.
@@ -170,6 +171,7 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	handle(mux, "GET /v1/jobs/{id}", func(r *http.Request) (any, error) { return b.ShowJob(r.Context(), r.PathValue("id")) })
 	handle(mux, "GET /v1/jobs/{id}/status", func(r *http.Request) (any, error) { return b.JobStatus(r.Context(), r.PathValue("id")) })
 	inventoryRoutes(mux, b)
+	statsRoutes(mux, b)
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil
 }
 
