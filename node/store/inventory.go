@@ -41,6 +41,7 @@ const (
 	qNewItem    = `INSERT INTO inv_items(kind, key, attrs) VALUES(?, ?, ?) RETURNING id`
 	qItemAttr   = `INSERT INTO inv_item_attrs(item, attr, value) VALUES(?, ?, ?)`
 	qHas        = `INSERT INTO inv_has(machine, item, since) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
+	qHasMany    = `INSERT INTO inv_has(machine, item, since) SELECT ?1, value, ?2 FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING`
 	qHeld       = `SELECT h.item, i.kind, i.key, i.attrs FROM inv_has h JOIN inv_items i ON i.id = h.item WHERE h.machine = ?`
 	qHeldKey    = `SELECT h.item, i.attrs FROM inv_has h JOIN inv_items i ON i.id = h.item WHERE h.machine = ? AND i.kind = ? AND i.key = ?`
 	qDropHas    = `DELETE FROM inv_has WHERE machine = ? AND item = ?`
@@ -117,7 +118,11 @@ func (t *invTx) drop(ctx context.Context, machine, item int64, kind, attrs strin
 	if err := t.exec(ctx, qDropItem, item); err != nil {
 		return err
 	}
-	ck := kind + "\x00" + attrs
+	var it inventory.Item
+	if err := json.Unmarshal([]byte(attrs), &it); err != nil {
+		return fmt.Errorf("item %d: %w", item, err)
+	}
+	ck := cacheKey(kind, it)
 	delete(t.fresh, ck)
 	t.gone[ck] = true
 	return nil
@@ -125,11 +130,7 @@ func (t *invTx) drop(ctx context.Context, machine, item int64, kind, attrs strin
 
 // itemID is the id of an item, created if no machine had it.
 func (t *invTx) itemID(ctx context.Context, kind string, it inventory.Item) (int64, error) {
-	attrs, err := json.Marshal(it) // keys sorted: canonical
-	if err != nil {
-		return 0, err
-	}
-	ck := kind + "\x00" + string(attrs)
+	ck := cacheKey(kind, it)
 	t.s.mu.Lock()
 	id, ok := t.s.itemIDs[ck]
 	t.s.mu.Unlock()
@@ -140,6 +141,10 @@ func (t *invTx) itemID(ctx context.Context, kind string, it inventory.Item) (int
 		return id, nil
 	}
 	st, err := t.stmt(ctx, qItemID)
+	if err != nil {
+		return 0, err
+	}
+	attrs, err := json.Marshal(it) // keys sorted: canonical
 	if err != nil {
 		return 0, err
 	}
@@ -161,6 +166,18 @@ func (t *invTx) itemID(ctx context.Context, kind string, it inventory.Item) (int
 	}
 	t.fresh[ck] = id
 	return id, nil
+}
+
+// cacheKey names an item by kind and attributes, as its canonical JSON
+// does, more cheaply.
+func cacheKey(kind string, it inventory.Item) string {
+	var b strings.Builder
+	b.WriteString(kind)
+	for _, a := range inventory.Kinds[kind].Attrs {
+		b.WriteByte(0)
+		b.WriteString(it[a])
+	}
+	return b.String()
 }
 
 type machineRow struct {
@@ -283,6 +300,7 @@ func (t *invTx) replace(ctx context.Context, m machineRow, at int64, d inventory
 	// Only items that come and go are history, not a disk's free space:
 	// an item whose key stays is a change of attributes.
 	keep, newKeys := map[int64]bool{}, map[string]bool{}
+	var added []int64
 	for _, kind := range slices.Sorted(maps.Keys(d.Add)) {
 		for _, it := range d.Add[kind] {
 			id, err := t.itemID(ctx, kind, it)
@@ -295,14 +313,24 @@ func (t *invTx) replace(ctx context.Context, m machineRow, at int64, d inventory
 			if _, ok := have[id]; ok {
 				continue
 			}
-			if err := t.exec(ctx, qHas, m.id, id, at); err != nil {
-				return err
-			}
+			added = append(added, id)
 			if history && !oldKeys[kind+"|"+key] {
 				if err := t.exec(ctx, qHistory, m.id, at, kind, nil, describe(kind, it)); err != nil {
 					return err
 				}
 			}
+		}
+	}
+	if len(added) > 0 {
+		// One statement for a machine's items: a full inventory is
+		// thousands of them, and a statement per row costs more than the
+		// row.
+		list, err := json.Marshal(added)
+		if err != nil {
+			return err
+		}
+		if err := t.exec(ctx, qHasMany, m.id, at, string(list)); err != nil {
+			return err
 		}
 	}
 	for id, h := range have {
