@@ -133,7 +133,8 @@ func (n *Node) query(q api.InventoryQuery) (inventory.Query, error) {
 
 // queryErr makes a query's mistake (an unknown field) a 400.
 func queryErr(err error) error {
-	if err != nil && strings.Contains(err.Error(), "field") {
+	var qe *inventory.QueryError
+	if errors.As(err, &qe) {
 		return api.BadRequest("%v", err)
 	}
 	return err
@@ -156,9 +157,6 @@ func (n *Node) InventorySum(ctx context.Context, q api.InventoryQuery) (inventor
 		return inventory.Sum{}, err
 	}
 	s, err := n.engine().Sum(ctx, iq)
-	if err != nil && len(q.By) == 0 {
-		return s, api.BadRequest("%v", err)
-	}
 	return s, queryErr(err)
 }
 
@@ -171,7 +169,7 @@ func (n *Node) InventoryFields(ctx context.Context) ([]string, error) {
 func (n *Node) InventoryShow(ctx context.Context, q string) (api.InventoryMachine, error) {
 	id, err := n.store.FindMachine(ctx, q)
 	if err != nil {
-		if errors.Is(err, store.ErrNoMachine) || strings.Contains(err.Error(), "several") {
+		if errors.Is(err, store.ErrNoMachine) || errors.Is(err, store.ErrAmbiguous) {
 			return api.InventoryMachine{}, api.BadRequest("%v", err)
 		}
 		return api.InventoryMachine{}, err

@@ -119,6 +119,15 @@ func (c Cond) Match(value string, ok bool) bool {
 	}
 }
 
+// QueryError is a mistake in a query: an unknown field, a sum of text.
+type QueryError struct{ msg string }
+
+func (e *QueryError) Error() string { return e.msg }
+
+func queryErrorf(format string, args ...any) error {
+	return &QueryError{fmt.Sprintf(format, args...)}
+}
+
 // Machine is one machine whose inventory a node holds.
 type Machine struct {
 	ID         int64
@@ -197,7 +206,7 @@ func (e Engine) check(ctx context.Context, fields []string) error {
 		if kind, attr, ok := strings.Cut(f, "."); ok {
 			if k, isKind := Kinds[kind]; isKind {
 				if !slices.Contains(k.Attrs, attr) {
-					return fmt.Errorf("unknown field %q: %s has %s", f, kind, strings.Join(prefixed(kind, k.Attrs), ", "))
+					return queryErrorf("unknown field %q: %s has %s", f, kind, strings.Join(prefixed(kind, k.Attrs), ", "))
 				}
 				continue
 			}
@@ -210,9 +219,9 @@ func (e Engine) check(ctx context.Context, fields []string) error {
 		}
 		if !slices.Contains(known, f) {
 			if close := CloseNames(f, known, 5); len(close) > 0 {
-				return fmt.Errorf("unknown field %q: did you mean %s?", f, strings.Join(close, ", "))
+				return queryErrorf("unknown field %q: did you mean %s?", f, strings.Join(close, ", "))
 			}
-			return fmt.Errorf("unknown field %q: no machine reported it ('swdist inventory fields' lists them)", f)
+			return queryErrorf("unknown field %q: no machine reported it ('swdist inventory fields' lists them)", f)
 		}
 	}
 	return nil
@@ -522,11 +531,11 @@ const None = "(none)"
 // of the --stat fields per group.
 func (e Engine) Sum(ctx context.Context, q Query) (Sum, error) {
 	if len(q.By) == 0 {
-		return Sum{}, fmt.Errorf("name a field to group by with --by (e.g. --by os.version)")
+		return Sum{}, queryErrorf("name a field to group by with --by (e.g. --by os.version)")
 	}
 	for _, f := range q.Stats {
 		if !IsNumeric(f) {
-			return Sum{}, fmt.Errorf("--stat %s: not a numeric field; numeric fields are %s and %s", f,
+			return Sum{}, queryErrorf("--stat %s: not a numeric field; numeric fields are %s and %s", f,
 				strings.Join(NumericFields, ", "), "disk.size, disk.free, disk.used_percent, net.mtu")
 		}
 	}

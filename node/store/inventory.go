@@ -641,8 +641,12 @@ type Change struct {
 	Old, New *string
 }
 
-// ErrNoMachine: no inventory is held for that peer.
-var ErrNoMachine = errors.New("no inventory held for that machine")
+// ErrNoMachine: no inventory is held for that peer; ErrAmbiguous: the part
+// of a peer ID given matches several.
+var (
+	ErrNoMachine = errors.New("no inventory held for that machine")
+	ErrAmbiguous = errors.New("matches several machines")
+)
 
 // FindMachine resolves a peer ID, or a unique part of one (as 'inventory
 // ls' shows them), to the peer ID of a machine with inventory here.
@@ -669,7 +673,7 @@ func (s *Store) FindMachine(ctx context.Context, q string) (string, error) {
 	case 1:
 		return found[0], nil
 	}
-	return "", fmt.Errorf("%q matches several machines (%s…): give more of the peer ID", q, strings.Join(found[:min(3, len(found))], ", "))
+	return "", fmt.Errorf("%q %w (%s…): give more of the peer ID", q, ErrAmbiguous, strings.Join(found[:min(3, len(found))], ", "))
 }
 
 // Machine returns what one machine reported, with its recent history.
