@@ -3,8 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -79,45 +82,131 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 }
 
 // apply is Apply, running also in its transaction before it commits.
+//
+// Applies that arrive while another commits are committed together, in
+// one transaction (group commit): a managing node's children report at
+// once, and each commit writes every page it touched, so fewer, larger
+// transactions write far less. Each caller returns once its reports are
+// durable.
 func (s *Store) apply(ctx context.Context, via peer.ID, reports []report.Report, forward bool, also func(*sql.Tx) error) error {
+	req := &applyReq{via: via, reports: reports, forward: forward, also: also, done: make(chan error, 1)}
+	s.group.mu.Lock()
+	s.group.pending = append(s.group.pending, req)
+	lead := !s.group.busy
+	s.group.busy = true
+	s.group.mu.Unlock()
+	if lead {
+		s.commitPending()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-ctx.Done():
+		// It may still be applied: applying again later changes nothing.
+		return ctx.Err()
+	}
+}
+
+// applyReq is one caller's reports waiting for a group commit.
+type applyReq struct {
+	via     peer.ID
+	reports []report.Report
+	forward bool
+	also    func(*sql.Tx) error
+	done    chan error
+}
+
+// groupCommit queues the applies that wait for the one in progress.
+type groupCommit struct {
+	mu      sync.Mutex
+	pending []*applyReq
+	busy    bool
+}
+
+// maxGroupReports bounds one group commit.
+const maxGroupReports = 20_000
+
+// commitPending commits what is pending, group by group, until nothing is.
+func (s *Store) commitPending() {
+	for {
+		s.group.mu.Lock()
+		var group []*applyReq
+		n := 0
+		for len(s.group.pending) > 0 && (len(group) == 0 || n+len(s.group.pending[0].reports) <= maxGroupReports) {
+			n += len(s.group.pending[0].reports)
+			group = append(group, s.group.pending[0])
+			s.group.pending = s.group.pending[1:]
+		}
+		if len(group) == 0 {
+			s.group.busy = false
+			s.group.mu.Unlock()
+			return
+		}
+		s.group.mu.Unlock()
+		err := s.commitGroup(group)
+		if err != nil && len(group) > 1 {
+			// Apart, so that one bad batch fails only its own caller.
+			for _, r := range group {
+				r.done <- s.commitGroup([]*applyReq{r})
+			}
+			continue
+		}
+		for _, r := range group {
+			r.done <- err
+		}
+	}
+}
+
+func (s *Store) commitGroup(group []*applyReq) error {
+	// Not any caller's context: the group is theirs together.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
 	tx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("apply reports: %w", err)
 	}
 	defer tx.Rollback()
-	// Prepared once per batch: a batch is up to a thousand reports.
-	queue, err := tx.PrepareContext(ctx, `INSERT INTO outbox(id, origin, kind, at, body) VALUES(?, ?, ?, ?, ?)
-		ON CONFLICT(id) DO NOTHING`)
-	if err != nil {
-		return err
-	}
-	defer queue.Close()
-	event, err := tx.PrepareContext(ctx, `INSERT INTO job_events(report_id, job_id, peer_id, state, at) VALUES(?, ?, ?, ?, ?)
-		ON CONFLICT(report_id) DO NOTHING`)
-	if err != nil {
-		return err
-	}
-	defer event.Close()
-	latest, err := tx.PrepareContext(ctx, `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
-		VALUES(?, ?, ?, ?, ?, ?, ?, ?)
-		ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
-			exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
-		WHERE excluded.at >= job_states.at`)
-	if err != nil {
-		return err
-	}
-	defer latest.Close()
-	viaID := via.String()
 	inv := &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*sql.Stmt{}}
 	defer inv.close()
-	for _, r := range reports {
-		origin := r.Origin.String()
-		if forward {
-			if _, err := queue.ExecContext(ctx, r.ID, origin, r.Kind, r.At, r.Body); err != nil {
-				return fmt.Errorf("queue report %s: %w", r.ID, err)
-			}
+	for _, r := range group {
+		if err := s.applyTx(ctx, tx, inv, r); err != nil {
+			return err
 		}
-		if r.Kind == KindInventory {
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("apply reports: %w", err)
+	}
+	inv.commit()
+	return nil
+}
+
+// stateRank orders a destination's states that carry the same time.
+const stateRank = `CASE %s WHEN 'waiting' THEN 0 WHEN 'received' THEN 1 WHEN 'fetching' THEN 2
+	WHEN 'scheduled' THEN 3 WHEN 'running' THEN 4 ELSE 5 END`
+
+var upsertStates = `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
+	SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7
+	FROM json_each(?) WHERE true
+	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
+		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
+	WHERE excluded.at > job_states.at OR (excluded.at = job_states.at AND ` +
+	fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `)
+	RETURNING job_id, peer_id, state, at`
+
+// applyTx applies one caller's reports in tx.
+func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, inv *invTx, req *applyReq) error {
+	viaID := req.via.String()
+	// A batch is up to a thousand reports: each statement below takes all
+	// of them at once, as a JSON array, since a statement per report costs
+	// more than the rows it writes.
+	var queued, states []any
+	for _, r := range req.reports {
+		origin := r.Origin.String()
+		if req.forward {
+			queued = append(queued, []any{r.ID, origin, r.Kind, r.At, hex.EncodeToString(r.Body)})
+		}
+		switch r.Kind {
+		case KindInventory:
 			d, err := s.codec.Decode(r.Body)
 			if err != nil {
 				// Checked by the node before it got here: this is a bug.
@@ -126,36 +215,70 @@ func (s *Store) apply(ctx context.Context, via peer.ID, reports []report.Report,
 			if err := inv.apply(ctx, origin, viaID, r, d); err != nil {
 				return fmt.Errorf("apply inventory report %s: %w", r.ID, err)
 			}
-			continue
-		}
-		if r.Kind != KindJobStatus {
-			continue // unknown kinds are only passed on
-		}
-		var st JobState
-		if err := cert.Unmarshal(r.Body, &st); err != nil {
-			return fmt.Errorf("report %s: %w", r.ID, err)
-		}
-		res, err := event.ExecContext(ctx, r.ID, st.Job, origin, st.State, r.At)
-		if err != nil {
-			return fmt.Errorf("apply report %s: %w", r.ID, err)
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			continue // seen before
-		}
-		if _, err := latest.ExecContext(ctx, st.Job, origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID); err != nil {
-			return fmt.Errorf("apply report %s: %w", r.ID, err)
+		case KindJobStatus:
+			var st JobState
+			if err := cert.Unmarshal(r.Body, &st); err != nil {
+				return fmt.Errorf("report %s: %w", r.ID, err)
+			}
+			states = append(states, []any{st.Job, origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID})
+		default:
+			// Unknown kinds are only passed on.
 		}
 	}
-	if also != nil {
-		if err := also(tx); err != nil {
+	if len(queued) > 0 {
+		if err := execJSON(ctx, tx, `INSERT INTO outbox(id, origin, kind, at, body)
+			SELECT value->>0, value->>1, value->>2, value->>3, unhex(value->>4) FROM json_each(?) WHERE true
+			ON CONFLICT(id) DO NOTHING`, queued); err != nil {
+			return fmt.Errorf("queue %d reports: %w", len(queued), err)
+		}
+	}
+	if len(states) > 0 {
+		// The newest state of each destination wins, whatever the order of
+		// arrival; the transitions that moved it are its history, so a
+		// report that arrives twice is recorded once.
+		list, err := json.Marshal(states)
+		if err != nil {
 			return err
 		}
+		rows, err := tx.QueryContext(ctx, upsertStates, string(list))
+		if err != nil {
+			return fmt.Errorf("apply %d job states: %w", len(states), err)
+		}
+		var moved []any
+		for rows.Next() {
+			var job, peerID, state string
+			var at int64
+			if err := rows.Scan(&job, &peerID, &state, &at); err != nil {
+				rows.Close()
+				return err
+			}
+			moved = append(moved, []any{job, peerID, state, at})
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(moved) > 0 {
+			if err := execJSON(ctx, tx, `INSERT INTO job_history(job_id, peer_id, state, at)
+				SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)`, moved); err != nil {
+				return fmt.Errorf("record %d transitions: %w", len(moved), err)
+			}
+		}
 	}
-	if err := tx.Commit(); err != nil {
+	if req.also != nil {
+		return req.also(tx)
+	}
+	return nil
+}
+
+// execJSON runs a statement whose one parameter is rows as a JSON array.
+func execJSON(ctx context.Context, tx *sql.Tx, q string, rows []any) error {
+	list, err := json.Marshal(rows)
+	if err != nil {
 		return err
 	}
-	inv.commit()
-	return nil
+	_, err = tx.ExecContext(ctx, q, string(list))
+	return err
 }
 
 // DestState is one destination's latest state for a job.

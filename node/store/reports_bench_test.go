@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -17,7 +18,8 @@ import (
 // BenchmarkApplyReports measures status ingestion at a managing node: a
 // 100,000-destination job's "succeeded" reports applied in batches of
 // 1,000 (the pump's batch size) into a real SQLite file, as relays deliver
-// them. It reports reports/s.
+// them: from one relay, batch after batch, and from ten relays at once
+// (whose batches the store commits together). It reports reports/s.
 //
 //	go test ./node/store -run '^$' -bench ApplyReports -benchtime 3x
 func BenchmarkApplyReports(b *testing.B) {
@@ -31,37 +33,59 @@ func BenchmarkApplyReports(b *testing.B) {
 		}
 		origins[i], _ = peer.IDFromPrivateKey(k)
 	}
-	via := origins[0]
-	b.ResetTimer()
-	for n := range b.N {
-		b.StopTimer()
-		s, err := Open(ctx, filepath.Join(b.TempDir(), "swdist.db"))
-		if err != nil {
-			b.Fatal(err)
-		}
-		job := fmt.Sprintf("%032x", n)
-		batches := make([][]report.Report, 0, destinations/batchSize)
-		for i := 0; i < destinations; i += batchSize {
-			batch := make([]report.Report, batchSize)
-			for j := range batch {
-				d := i + j
-				origin := origins[d]
-				body, _ := cert.Marshal(JobState{Job: job, State: "succeeded"})
-				batch[j] = report.Report{ID: fmt.Sprintf("%s/%d/succeeded", job, d), Origin: origin, Kind: KindJobStatus,
-					At: time.Now().UnixMilli(), Body: body}
+	for _, relays := range []int{1, 10} {
+		b.Run(fmt.Sprintf("relays=%d", relays), func(b *testing.B) {
+			for n := range b.N {
+				b.StopTimer()
+				s, err := Open(ctx, filepath.Join(b.TempDir(), "swdist.db"))
+				if err != nil {
+					b.Fatal(err)
+				}
+				job := fmt.Sprintf("%032x", n)
+				// Relay r delivers the batches r, r+relays, ...
+				perRelay := make([][][]report.Report, relays)
+				for i := 0; i < destinations; i += batchSize {
+					batch := make([]report.Report, batchSize)
+					for j := range batch {
+						d := i + j
+						body, _ := cert.Marshal(JobState{Job: job, State: "succeeded"})
+						batch[j] = report.Report{ID: fmt.Sprintf("%s/%d/succeeded", job, d), Origin: origins[d], Kind: KindJobStatus,
+							At: time.Now().UnixMilli(), Body: body}
+					}
+					r := (i / batchSize) % relays
+					perRelay[r] = append(perRelay[r], batch)
+				}
+				b.StartTimer()
+				start := time.Now()
+				var wg sync.WaitGroup
+				errs := make(chan error, relays)
+				for r := range relays {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						via := origins[r]
+						for _, batch := range perRelay[r] {
+							if err := s.Apply(ctx, via, batch, false); err != nil {
+								errs <- err
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				close(errs)
+				if err := <-errs; err != nil {
+					b.Fatal(err)
+				}
+				b.ReportMetric(float64(destinations)/time.Since(start).Seconds(), "reports/s")
+				b.StopTimer()
+				var applied int
+				if err := s.db.QueryRow(`SELECT count(*) FROM job_states WHERE job_id = ?`, job).Scan(&applied); err != nil || applied != destinations {
+					b.Fatalf("%d destinations stored (%v), want %d", applied, err, destinations)
+				}
+				s.Close()
+				b.StartTimer()
 			}
-			batches = append(batches, batch)
-		}
-		b.StartTimer()
-		start := time.Now()
-		for _, batch := range batches {
-			if err := s.Apply(ctx, via, batch, false); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(destinations)/time.Since(start).Seconds(), "reports/s")
-		b.StopTimer()
-		s.Close()
-		b.StartTimer()
+		})
 	}
 }

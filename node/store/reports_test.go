@@ -56,12 +56,14 @@ func TestApplyIdempotentLatestWins(t *testing.T) {
 	if len(got) != 2 || got[a.String()] != "succeeded" || got[b.String()] != "failed" {
 		t.Errorf("latest states %v, want a succeeded and b failed", got)
 	}
+	// History holds the transitions that moved a state, each once: a's
+	// "running" arrived after its "succeeded" and moved nothing.
 	var events int
-	if err := s.db.QueryRow(`SELECT count(*) FROM job_events`).Scan(&events); err != nil {
+	if err := s.db.QueryRow(`SELECT count(*) FROM job_history`).Scan(&events); err != nil {
 		t.Fatal(err)
 	}
-	if events != 3 {
-		t.Errorf("%d events recorded, want 3 (each report once)", events)
+	if events != 2 {
+		t.Errorf("%d transitions recorded, want 2 (each report once)", events)
 	}
 	if n, _ := s.OutboxLen(ctx); n != 3 {
 		t.Errorf("%d reports queued for the parent, want 3", n)
