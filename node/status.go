@@ -55,7 +55,7 @@ func (n *Node) fromSubtree(from, origin peer.ID) bool {
 // JobStatus implements api.Backend: where each destination of a job stands,
 // as reported up to this node, against the destinations this node expects
 // from its view of its subtree.
-func (n *Node) JobStatus(ctx context.Context, id string) (api.JobStatus, error) {
+func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api.JobStatus, error) {
 	raw, err := n.store.ManifestRaw(ctx, id)
 	if err != nil {
 		return api.JobStatus{}, api.BadRequest("%v", err)
@@ -73,6 +73,9 @@ func (n *Node) JobStatus(ctx context.Context, id string) (api.JobStatus, error) 
 		byPeer[d.Peer] = d
 	}
 	st := api.JobStatus{ID: id, Counts: map[string]int{}, Failed: []api.FailedDest{}, Subtrees: []api.SubtreeStatus{}}
+	if destinations {
+		st.Destinations = map[string]string{}
+	}
 	subtrees := map[string]*api.SubtreeStatus{}
 	self := n.host.ID().String()
 	var walk func(t tree.Node, lineage []string, sub string)
@@ -90,6 +93,9 @@ func (n *Node) JobStatus(ctx context.Context, id string) (api.JobStatus, error) 
 				}
 			}
 			st.Counts[state]++
+			if destinations {
+				st.Destinations[t.PeerID] = state
+			}
 			if sub != "" {
 				ss := subtrees[sub]
 				if ss == nil {
@@ -124,9 +130,15 @@ func (n *Node) JobStatus(ctx context.Context, id string) (api.JobStatus, error) 
 		}
 		return 1
 	})
-	finished := st.Counts[job.Succeeded] + st.Counts[job.Failed] + st.Counts[job.Expired]
+	finished := 0
+	for state, count := range st.Counts {
+		if job.Final(state) {
+			finished += count
+		}
+	}
 	if st.Expected > 0 {
 		st.DonePercent = float64(finished) * 100 / float64(st.Expected)
 	}
+	st.Done = finished == st.Expected
 	return st, nil
 }

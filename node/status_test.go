@@ -14,7 +14,7 @@ func statusAt(t *testing.T, c *cluster, name, id string, what string, cond func(
 	var st api.JobStatus
 	eventually(t, what, func() bool {
 		var err error
-		st, err = c.nodes[name].JobStatus(context.Background(), id)
+		st, err = c.nodes[name].JobStatus(context.Background(), id, true)
 		return err == nil && cond(st)
 	})
 	return st

@@ -162,7 +162,7 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 	}
 	say("\nThe tree as the server sees it ('swdist tree'):\n")
 	if !a.json {
-		printTree(a.out, t, false)
+		printTree(a.out, t, false, nil)
 	}
 	outsider, err := tryOutsider(ctx, server)
 	if err != nil {
@@ -337,7 +337,7 @@ func (a *app) demoJob(ctx context.Context, dir string, nodes map[string]*node.No
 	say("%s comes back and catches up from its relay: it holds the job now.", offline)
 	// Each target runs it and reports up; the server counts.
 	for ctx.Err() == nil {
-		st, err := nodes["server"].JobStatus(ctx, created.ID)
+		st, err := nodes["server"].JobStatus(ctx, created.ID, false)
 		if err == nil && st.Counts["succeeded"] == len(res.For) {
 			res.Status = st
 			break

@@ -78,6 +78,7 @@ func (a *app) peersCmd() *cobra.Command {
 func (a *app) treeCmd() *cobra.Command {
 	var depth int
 	var wide bool
+	var jobID string
 	cmd := &cobra.Command{
 		Use:   "tree",
 		Short: "Show the hierarchy below this node, with each node's state",
@@ -90,18 +91,38 @@ func (a *app) treeCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			return a.emit(t, func(w io.Writer) { printTree(w, t, wide) })
+			if jobID == "" {
+				return a.emit(t, func(w io.Writer) { printTree(w, t, wide, nil) })
+			}
+			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, jobID, true) })
+			if err != nil {
+				return err
+			}
+			doc := struct {
+				Tree tree.Node     `json:"tree"`
+				Job  api.JobStatus `json:"job"`
+			}{t, st}
+			return a.emit(doc, func(w io.Writer) {
+				printTree(w, t, wide, st.Destinations)
+				fmt.Fprintf(w, "job %s: %d destinations, %.0f%% done\n", st.ID, st.Expected, st.DonePercent)
+			})
 		},
 	}
 	cmd.Flags().IntVar(&depth, "depth", -1, "levels below this node to show (-1: all)")
+	cmd.Flags().StringVar(&jobID, "job", "", "also show each node's state for this job (--json: {tree, job} with job.destinations)")
 	cmd.Flags().BoolVar(&wide, "wide", false, "show whole peer IDs")
 	return cmd
 }
 
-// printTree draws the tree as an aligned table with branch lines.
-func printTree(w io.Writer, t tree.Node, wide bool) {
+// printTree draws the tree as an aligned table with branch lines; with
+// job, each node's state for a job ("-" where it is not a destination).
+func printTree(w io.Writer, t tree.Node, wide bool, job map[string]string) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tSITE\tPEER\tADDRESS\tSTATE\tLAST SEEN\tCHILDREN")
+	head := "NODE\tSITE\tPEER\tADDRESS\tSTATE\tLAST SEEN\tCHILDREN"
+	if job != nil {
+		head += "\tJOB"
+	}
+	fmt.Fprintln(tw, head)
 	online, total := 0, 0
 	var walk func(n tree.Node, prefix, branch string)
 	walk = func(n tree.Node, prefix, branch string) {
@@ -116,7 +137,15 @@ func printTree(w io.Writer, t tree.Node, wide bool) {
 			id = short(id)
 		}
 		addr := firstAddr(n.Addrs)
-		fmt.Fprintf(tw, "%s%s\t%s\t%s\t%s\t%s\t%s\t%d\n", prefix+branch, n.Role, n.Site, id, addr, state, seen, n.ChildrenCount)
+		line := fmt.Sprintf("%s%s\t%s\t%s\t%s\t%s\t%s\t%d", prefix+branch, n.Role, n.Site, id, addr, state, seen, n.ChildrenCount)
+		if job != nil {
+			js, ok := job[n.PeerID]
+			if !ok {
+				js = "-"
+			}
+			line += "\t" + js
+		}
+		fmt.Fprintln(tw, line)
 		if n.Error != "" {
 			fmt.Fprintf(tw, "%s  (subtree not shown: %s)\t\t\t\t\t\t\n", prefix+childPrefix(branch), n.Error)
 		}

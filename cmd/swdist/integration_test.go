@@ -514,6 +514,19 @@ func TestJobsCLI(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// The tree with each node's state for the job: the relay holds the
+	// one under it; the clients succeeded; the server is no destination.
+	var tj struct {
+		Tree tree.Node     `json:"tree"`
+		Job  api.JobStatus `json:"job"`
+	}
+	must(t, &tj, p.homes["R"], "tree", "--job", created.ID, "--json")
+	if tj.Job.Destinations[p.ids["C1"]] != "succeeded" || tj.Job.Destinations[p.ids["C2"]] != "succeeded" || len(tj.Job.Destinations) != 2 || !tj.Job.Done {
+		t.Errorf("tree --job on the relay: %+v", tj.Job)
+	}
+	if r := cli(t, p.homes["S"], "tree", "--job", created.ID); r.code != 0 || !strings.Contains(r.stdout, "succeeded") {
+		t.Errorf("tree --job: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	var d api.JobDetail
 	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
 	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {
@@ -528,7 +541,7 @@ func TestJobsCLI(t *testing.T) {
 	}{
 		{"no key", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all"}, 2, "--sign-key"},
 		{"bad target", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "colour=red", "--sign-key", key}, 2, "unknown key"},
-		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run"},
+		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, inventory"},
 		{"submitted to a client", p.homes["C1"], []string{"job", "submit", file}, 1, "client"},
 		{"unknown job", p.homes["C1"], []string{"job", "show", "00000000000000000000000000000000"}, 1, "no job"},
 	} {

@@ -239,7 +239,7 @@ those that have not reported yet are "not reported". Then the same per
 child subtree (which hop is slow), then each failure with its reason.`,
 		Args: args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, argv[0]) })
+			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, argv[0], false) })
 			if err != nil {
 				return err
 			}

@@ -85,7 +85,8 @@ type Backend interface {
 	SubmitJob(ctx context.Context, req JobSubmit) (JobCreated, error)
 	ListJobs(ctx context.Context) ([]Job, error)
 	ShowJob(ctx context.Context, id string) (JobDetail, error)
-	JobStatus(ctx context.Context, id string) (JobStatus, error)
+	// JobStatus, with destinations, also lists each destination's state.
+	JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error)
 	InventoryBackend
 	Bandwidth(ctx context.Context) (Bandwidth, error)
 }
@@ -169,7 +170,9 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	})
 	handle(mux, "GET /v1/jobs", func(r *http.Request) (any, error) { return b.ListJobs(r.Context()) })
 	handle(mux, "GET /v1/jobs/{id}", func(r *http.Request) (any, error) { return b.ShowJob(r.Context(), r.PathValue("id")) })
-	handle(mux, "GET /v1/jobs/{id}/status", func(r *http.Request) (any, error) { return b.JobStatus(r.Context(), r.PathValue("id")) })
+	handle(mux, "GET /v1/jobs/{id}/status", func(r *http.Request) (any, error) {
+		return b.JobStatus(r.Context(), r.PathValue("id"), r.URL.Query().Get("destinations") == "1")
+	})
 	inventoryRoutes(mux, b)
 	statsRoutes(mux, b)
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil

@@ -135,7 +135,11 @@ func (c *Client) ShowJob(ctx context.Context, id string) (JobDetail, error) {
 }
 
 // JobStatus calls GET /v1/jobs/{id}/status.
-func (c *Client) JobStatus(ctx context.Context, id string) (JobStatus, error) {
+func (c *Client) JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error) {
 	var out JobStatus
-	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/status", nil, &out)
+	q := ""
+	if destinations {
+		q = "?destinations=1"
+	}
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/status"+q, nil, &out)
 }

@@ -73,6 +73,10 @@ type JobStatus struct {
 	DonePercent float64         `json:"done_percent"`
 	Subtrees    []SubtreeStatus `json:"subtrees"`
 	Failed      []FailedDest    `json:"failed"`
+	// Done: every destination is in a final state.
+	Done bool `json:"done"`
+	// Destinations, when asked for, is each expected destination's state.
+	Destinations map[string]string `json:"destinations,omitempty"`
 }
 
 // SubtreeStatus is the status within the subtree of one child of this node.

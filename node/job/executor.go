@@ -28,7 +28,18 @@ const (
 	Succeeded = "succeeded"
 	Failed    = "failed"
 	Expired   = "expired"
+	Skipped   = "skipped"
+	Cancelled = "cancelled"
 )
+
+// Final reports whether state ends a destination's run of a job.
+func Final(state string) bool {
+	switch state {
+	case Succeeded, Failed, Expired, Skipped, Cancelled:
+		return true
+	}
+	return false
+}
 
 // Status is one state transition of this node's run of a job.
 type Status struct {
