@@ -514,6 +514,16 @@ func TestJobsCLI(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+	// --watch ends when every destination is done: a line per change when
+	// not on a terminal, a JSON document per change with --json.
+	if r := cli(t, p.homes["S"], "job", "status", created.ID, "--watch"); r.code != 0 || !strings.Contains(r.stdout, "100% of 2 done: succeeded 2") {
+		t.Errorf("job status --watch: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r := cli(t, p.homes["S"], "job", "status", created.ID, "--watch", "--json")
+	var last api.JobStatus
+	if r.code != 0 || json.Unmarshal([]byte(r.stdout[strings.LastIndex(r.stdout, "\n{")+1:]), &last) != nil || !last.Done {
+		t.Errorf("job status --watch --json: exit %d, last %+v\n%s", r.code, last, r.stdout)
+	}
 	// The tree with each node's state for the job: the relay holds the
 	// one under it; the clients succeeded; the server is no destination.
 	var tj struct {

@@ -6,9 +6,11 @@ import (
 	"io"
 	"maps"
 	"os"
+	"os/signal"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"text/tabwriter"
 	"time"
 
@@ -230,7 +232,9 @@ func (a *app) jobShowCmd() *cobra.Command {
 }
 
 func (a *app) jobStatusCmd() *cobra.Command {
-	return &cobra.Command{
+	var watch bool
+	var every time.Duration
+	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Where each destination of a job stands, per state and per subtree",
 		Long: `status counts the destinations of a job by state, as reported up to this
@@ -239,13 +243,26 @@ those that have not reported yet are "not reported". Then the same per
 child subtree (which hop is slow), then each failure with its reason.`,
 		Args: args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, argv[0], false) })
+			if watch {
+				if every < 100*time.Millisecond {
+					return usagef("--every %s: at least 100ms", every)
+				}
+				ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+				defer stop()
+				return a.watchJob(ctx, argv[0], every)
+			}
+			st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) {
+				return c.JobStatus(ctx, argv[0], false)
+			})
 			if err != nil {
 				return err
 			}
 			return a.emit(st, func(w io.Writer) { printJobStatus(w, st) })
 		},
 	}
+	cmd.Flags().BoolVar(&watch, "watch", false, "redraw until every destination is done (progress bars on a terminal; a JSON document per change with --json); exits 1 if any failed")
+	cmd.Flags().DurationVar(&every, "every", time.Second, "with --watch, how often to ask")
+	return cmd
 }
 
 func printJobStatus(w io.Writer, st api.JobStatus) {
