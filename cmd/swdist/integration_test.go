@@ -552,6 +552,8 @@ func TestJobsCLI(t *testing.T) {
 		{"no key", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all"}, 2, "--sign-key"},
 		{"bad target", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "colour=red", "--sign-key", key}, 2, "unknown key"},
 		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, inventory"},
+		{"bad window", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all", "--sign-key", key, "--window", "nightly"}, 2, "HH:MM-HH:MM"},
+		{"spread past expiry", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all", "--sign-key", key, "--spread", "48h"}, 2, "--spread"},
 		{"submitted to a client", p.homes["C1"], []string{"job", "submit", file}, 1, "client"},
 		{"unknown job", p.homes["C1"], []string{"job", "show", "00000000000000000000000000000000"}, 1, "no job"},
 	} {

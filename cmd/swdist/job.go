@@ -20,6 +20,7 @@ import (
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/job"
 )
 
 // jobTypes are the job types that can be created now.
@@ -32,9 +33,9 @@ func (a *app) jobCmd() *cobra.Command {
 }
 
 type jobFlags struct {
-	typ, command, signKey, adminCert, out string
-	timeout, expires, notBefore           time.Duration
-	targets                               []string
+	typ, command, signKey, adminCert, out, window string
+	timeout, expires, notBefore, spread           time.Duration
+	targets                                       []string
 }
 
 func (a *app) jobCreateCmd() *cobra.Command {
@@ -76,6 +77,8 @@ peer=P1,P2, subtree=P.`,
 	fl.StringVar(&f.adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
 	fl.DurationVar(&f.expires, "expires", 24*time.Hour, "the job expires this long after it is created")
 	fl.DurationVar(&f.notBefore, "not-before", 0, "the job may start only this long after it is created")
+	fl.DurationVar(&f.spread, "spread", 0, "start each destination at a random moment within this long after not-before (so 10,000 clients don't start at once)")
+	fl.StringVar(&f.window, "window", "", "start only within this daily maintenance window, HH:MM-HH:MM in each machine's local time (e.g. 22:00-04:30)")
 	fl.StringVar(&f.out, "out", "", "write the signed manifest to this file instead of submitting it")
 	return cmd
 }
@@ -105,6 +108,23 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 	}
 	if f.expires <= f.notBefore {
 		return nil, m, usagef("--expires %s must be after --not-before %s", f.expires, f.notBefore)
+	}
+	if f.spread < 0 || f.spread >= f.expires-f.notBefore {
+		return nil, m, usagef("--spread %s must be shorter than the time between --not-before and --expires (%s)", f.spread, f.expires-f.notBefore)
+	}
+	if f.spread > 0 || f.window != "" {
+		if m.Params == nil {
+			m.Params = map[string]string{}
+		}
+		if f.spread > 0 {
+			m.Params[job.ParamSpread] = f.spread.String()
+		}
+		if f.window != "" {
+			if _, err := job.ParseWindow(f.window); err != nil {
+				return nil, m, usageError{err}
+			}
+			m.Params[job.ParamWindow] = f.window
+		}
 	}
 	key, err := home.ReadKey(f.signKey)
 	if err != nil {

@@ -31,7 +31,14 @@ type Config struct {
 	Enroll    Enroll    `toml:"enroll"`
 	Tree      Tree      `toml:"tree"`
 	Inventory Inventory `toml:"inventory"`
+	Jobs      Jobs      `toml:"jobs"`
 	Log       Log       `toml:"log"`
+}
+
+// Jobs configures how this machine runs jobs.
+type Jobs struct {
+	// MaxConcurrent jobs run at once; the others wait their turn.
+	MaxConcurrent int `toml:"max_concurrent"`
 }
 
 // Inventory configures this machine's inventory collection.
@@ -147,6 +154,9 @@ func (c *Config) Defaults() {
 	if c.Inventory.Timeout.Duration == 0 {
 		c.Inventory.Timeout.Duration = 30 * time.Second
 	}
+	if c.Jobs.MaxConcurrent == 0 {
+		c.Jobs.MaxConcurrent = 2
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -187,6 +197,9 @@ func (c *Config) Validate() error {
 	if c.Inventory.Every.Duration < time.Minute || c.Inventory.Timeout.Duration < time.Second || c.Inventory.FullEvery.Duration < c.Inventory.Every.Duration {
 		return fmt.Errorf("inventory: want every >= 1m, timeout >= 1s and full_every >= every (have %s, %s, %s)",
 			c.Inventory.Every.Duration, c.Inventory.Timeout.Duration, c.Inventory.FullEvery.Duration)
+	}
+	if c.Jobs.MaxConcurrent < 1 {
+		return fmt.Errorf("jobs.max_concurrent %d: at least 1", c.Jobs.MaxConcurrent)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

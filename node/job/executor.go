@@ -163,8 +163,23 @@ func (e *Executor) transition(s Status) {
 
 func (e *Executor) run(m gossip.Manifest) {
 	e.transition(Status{Job: m.JobID, State: Received})
-	if wait := time.Until(m.NotBefore); wait > 0 {
-		e.transition(Status{Job: m.JobID, State: Scheduled, Reason: "not before " + m.NotBefore.Format(time.RFC3339)})
+	sched, err := ScheduleOf(m)
+	if err != nil {
+		e.transition(Status{Job: m.JobID, State: Failed, Reason: err.Error()})
+		return
+	}
+	start := sched.Start(m.NotBefore, nil)
+	if start.After(m.ExpiresAt) {
+		e.transition(Status{Job: m.JobID, State: Expired, Reason: fmt.Sprintf("no start possible before it expires at %s (maintenance window %s)",
+			m.ExpiresAt.Format(time.RFC3339), sched.Window)})
+		return
+	}
+	if wait := time.Until(start); wait > 0 {
+		why := "not before " + start.Format(time.RFC3339)
+		if sched.Window != nil {
+			why += " (maintenance window " + sched.Window.String() + ")"
+		}
+		e.transition(Status{Job: m.JobID, State: Scheduled, Reason: why})
 		select {
 		case <-e.ctx.Done():
 			return // taken again at the next start

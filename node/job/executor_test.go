@@ -2,7 +2,10 @@ package job
 
 import (
 	"context"
+	"fmt"
+	"maps"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -60,6 +63,49 @@ func TestRunCommand(t *testing.T) {
 			}
 			if got[0].State != Received {
 				t.Errorf("first transition %s, want received", got[0].State)
+			}
+		})
+	}
+}
+
+// TestScheduledRuns: a spread delays the start (scheduled, then run); a
+// maintenance window that opens only after the job expires expires it.
+func TestScheduledRuns(t *testing.T) {
+	now := time.Now()
+	later := now.Local().Add(2 * time.Hour)
+	closed := fmt.Sprintf("%02d:%02d-%02d:%02d", later.Hour(), later.Minute(), later.Add(time.Minute).Hour(), later.Add(time.Minute).Minute())
+	open := fmt.Sprintf("%02d:%02d-%02d:%02d", now.Local().Hour(), now.Local().Minute(), now.Local().Add(30*time.Minute).Hour(), now.Local().Add(30*time.Minute).Minute())
+	cases := []struct {
+		name   string
+		params map[string]string
+		states []string
+	}{
+		{"spread", map[string]string{ParamSpread: "300ms"}, []string{Received, Scheduled, Running, Succeeded}},
+		{"window open now", map[string]string{ParamWindow: open}, []string{Received, Running, Succeeded}},
+		{"window after expiry", map[string]string{ParamWindow: closed}, []string{Received, Expired}},
+		{"bad window", map[string]string{ParamWindow: "soon"}, []string{Received, Failed}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var got []string
+			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			e := New(context.Background(), Config{Runs: st,
+				Report: func(_ context.Context, s Status) error { mu.Lock(); got = append(got, s.State); mu.Unlock(); return nil }})
+			params := map[string]string{"command": "true"}
+			maps.Copy(params, tc.params)
+			e.Take(gossip.Manifest{JobID: tc.name, Type: "run", NotBefore: now, ExpiresAt: now.Add(time.Hour), Params: params})
+			e.Wait()
+			// A spread of 300 ms may draw 0: then there is no wait to show.
+			if tc.name == "spread" && len(got) == 3 {
+				got = slices.Insert(got, 1, Scheduled)
+			}
+			if !slices.Equal(got, tc.states) {
+				t.Errorf("states %v, want %v", got, tc.states)
 			}
 		})
 	}
