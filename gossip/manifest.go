@@ -263,6 +263,13 @@ func decodeBody(data []byte) (Manifest, error) {
 		Type: b.Type, Params: b.Params, Target: b.Target, Package: b.Package}, nil
 }
 
+// TypeCancel is the type of a manifest that cancels the job named by its
+// ParamJob where it has not started; it is never run itself.
+const (
+	TypeCancel = "cancel"
+	ParamJob   = "job"
+)
+
 // Verified is a manifest whose signature and administrator checked out.
 type Verified struct {
 	Manifest

@@ -278,7 +278,10 @@ func (n *Node) Start(ctx context.Context) error {
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
-			if forMe {
+			switch {
+			case v.Type == gossip.TypeCancel:
+				n.cancelJob(ctx, v) // never run: it is carried out here
+			case forMe:
 				n.exec.Take(v.Manifest)
 			}
 			if f := n.opts.OnManifest; f != nil {

@@ -440,6 +440,23 @@ func TestTokens(t *testing.T) {
 	}
 }
 
+// waitStatus polls 'job status' on home until cond holds, bounded.
+func waitStatus(t *testing.T, home, id, what string, cond func(api.JobStatus) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var st api.JobStatus
+		must(t, &st, home, "job", "status", id, "--json")
+		if cond(st) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s: %+v", what, st)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 func writeFile(t *testing.T, path, content string, mode os.FileMode) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(content), mode); err != nil {
@@ -537,6 +554,27 @@ func TestJobsCLI(t *testing.T) {
 	if r := cli(t, p.homes["S"], "tree", "--job", created.ID); r.code != 0 || !strings.Contains(r.stdout, "succeeded") {
 		t.Errorf("tree --job: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// A job for an hour from now is cancelled where it waits.
+	var later api.JobCreated
+	must(t, &later, p.homes["S"], "job", "create", "--type", "run", "--command", "true", "--target", "peer="+p.ids["C1"],
+		"--not-before", "1h", "--expires", "2h", "--sign-key", key, "--json")
+	waitStatus(t, p.homes["S"], later.ID, "C1 waits for the job's time", func(s api.JobStatus) bool { return s.Counts["scheduled"] == 1 })
+	must(t, nil, p.homes["S"], "job", "cancel", later.ID, "--sign-key", key)
+	waitStatus(t, p.homes["S"], later.ID, "C1 cancelled it", func(s api.JobStatus) bool { return s.Counts["cancelled"] == 1 && s.Done })
+
+	// A job that fails on both clients is retried on both, as a new job.
+	var bad, retried api.JobCreated
+	must(t, &bad, p.homes["S"], "job", "create", "--type", "run", "--command", "exit 3", "--target", "role=client", "--sign-key", key, "--json")
+	waitStatus(t, p.homes["S"], bad.ID, "both clients failed", func(s api.JobStatus) bool { return s.Counts["failed"] == 2 })
+	must(t, &retried, p.homes["S"], "job", "retry", bad.ID, "--sign-key", key, "--json")
+	if retried.ID == bad.ID || len(retried.Targets) != 1 || !strings.Contains(retried.Targets[0], p.ids["C1"]) || !strings.Contains(retried.Targets[0], p.ids["C2"]) {
+		t.Errorf("retry: %+v", retried)
+	}
+	waitStatus(t, p.homes["S"], retried.ID, "the retry ran on both", func(s api.JobStatus) bool { return s.Expected == 2 && s.Counts["failed"] == 2 })
+	if r := cli(t, p.homes["S"], "job", "retry", created.ID, "--sign-key", key); r.code != 1 || !strings.Contains(r.stderr, "failed nowhere") {
+		t.Errorf("retry of a job that failed nowhere: exit %d, %s", r.code, r.stderr)
+	}
+
 	var d api.JobDetail
 	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
 	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {

@@ -28,7 +28,7 @@ var jobTypes = []string{"run", "inventory"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
-	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd(), a.jobStatusCmd())
+	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobRetryCmd())
 	return cmd
 }
 
@@ -126,25 +126,35 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 			m.Params[job.ParamWindow] = f.window
 		}
 	}
-	key, err := home.ReadKey(f.signKey)
-	if err != nil {
-		return nil, m, err
-	}
-	certFile := f.adminCert
-	if certFile == "" {
-		certFile = f.signKey + ".cert"
-	}
-	adm, err := node.ReadAdminCert(certFile)
-	if err != nil {
-		return nil, m, err
-	}
-	seq, err := nextSeq(f.signKey + ".seq")
-	if err != nil {
-		return nil, m, err
-	}
 	now := time.Now().Truncate(time.Second)
-	m.JobID, m.Seq, m.Type, m.Target = gossip.NewJobID(), seq, f.typ, sel
-	m.CreatedAt, m.NotBefore, m.ExpiresAt = now, now.Add(f.notBefore), now.Add(f.expires)
+	m.Type, m.Target = f.typ, sel
+	m.NotBefore, m.ExpiresAt = now.Add(f.notBefore), now.Add(f.expires)
+	return signManifest(m, f.signKey, f.adminCert)
+}
+
+// signManifest gives m a new job ID, the administrator's next sequence
+// number and the creation time, and signs it with the key at signKey (its
+// certificate at adminCert, default signKey.cert).
+func signManifest(m gossip.Manifest, signKey, adminCert string) ([]byte, gossip.Manifest, error) {
+	if signKey == "" {
+		return nil, m, usagef("--sign-key is required: the administrator's key from 'swdist admin keygen'")
+	}
+	key, err := home.ReadKey(signKey)
+	if err != nil {
+		return nil, m, err
+	}
+	if adminCert == "" {
+		adminCert = signKey + ".cert"
+	}
+	adm, err := node.ReadAdminCert(adminCert)
+	if err != nil {
+		return nil, m, err
+	}
+	seq, err := nextSeq(signKey + ".seq")
+	if err != nil {
+		return nil, m, err
+	}
+	m.JobID, m.Seq, m.CreatedAt = gossip.NewJobID(), seq, time.Now().Truncate(time.Second)
 	s, err := gossip.Sign(m, key, adm)
 	if err != nil {
 		return nil, m, err
@@ -318,4 +328,103 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 			}
 		}
 	}
+}
+
+func (a *app) jobCancelCmd() *cobra.Command {
+	var signKey, adminCert string
+	cmd := &cobra.Command{
+		Use:   "cancel ID --sign-key KEY",
+		Short: "Stop a job wherever it has not started yet",
+		Long: `cancel signs a "cancel" manifest for the job with the administrator's key and
+sends it down the tree to the job's targets. Where the job has not started
+(waiting for its time, its window or its turn, or not arrived yet), it ends
+as "cancelled"; where it runs or ran, it goes on. The canceller's scope must
+cover the scope of the administrator who signed the job.`,
+		Args: args(1, "a job ID (see 'swdist job ls')"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, argv[0]) })
+			if err != nil {
+				return err
+			}
+			if d.Type == gossip.TypeCancel {
+				return usagef("%s is itself a cancel", d.ID)
+			}
+			if !time.Now().Before(d.ExpiresAt) {
+				return fmt.Errorf("job %s expired at %s: there is nothing left to cancel", d.ID, d.ExpiresAt.Format(time.RFC3339))
+			}
+			sel, err := gossip.ParseSelector(d.Targets)
+			if err != nil {
+				return err
+			}
+			raw, _, err := signManifest(gossip.Manifest{Type: gossip.TypeCancel, Params: map[string]string{gossip.ParamJob: d.ID},
+				Target: sel, NotBefore: time.Now().Truncate(time.Second), ExpiresAt: d.ExpiresAt}, signKey, adminCert)
+			if err != nil {
+				return err
+			}
+			return a.submit(raw)
+		},
+	}
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "the administrator's private key (required)")
+	cmd.Flags().StringVar(&adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
+	return cmd
+}
+
+func (a *app) jobRetryCmd() *cobra.Command {
+	var signKey, adminCert string
+	var peers []string
+	var expires time.Duration
+	cmd := &cobra.Command{
+		Use:   "retry ID --sign-key KEY [--peer P]...",
+		Short: "Run a job again on its failed destinations (or the ones named)",
+		Long: `retry signs a new job with the same type and parameters as job ID, targeted at
+the destinations where it failed (as this node's 'job status' shows them), or
+at the peers named with --peer, and sends it. It prints the new job's ID;
+its status is its own.`,
+		Args: args(1, "a job ID (see 'swdist job ls')"),
+		RunE: func(cmd *cobra.Command, argv []string) error {
+			d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, argv[0]) })
+			if err != nil {
+				return err
+			}
+			if d.Type == gossip.TypeCancel {
+				return usagef("%s is a cancel: there is nothing to retry", d.ID)
+			}
+			if len(peers) == 0 {
+				st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, d.ID, false) })
+				if err != nil {
+					return err
+				}
+				for _, f := range st.Failed {
+					peers = append(peers, f.PeerID)
+				}
+				if len(peers) == 0 {
+					return fmt.Errorf("job %s failed nowhere (as far as this node knows): name destinations with --peer", d.ID)
+				}
+			}
+			params := maps.Clone(d.Params)
+			if params == nil {
+				params = map[string]string{}
+			}
+			params["retry_of"] = d.ID
+			sel, err := gossip.ParseSelector([]string{"peer=" + strings.Join(peers, ",")})
+			if err != nil {
+				return usageError{err}
+			}
+			now := time.Now().Truncate(time.Second)
+			m := gossip.Manifest{Type: d.Type, Params: params, Target: sel, NotBefore: now, ExpiresAt: now.Add(expires)}
+			if d.PackageCID != "" {
+				m.Package = &gossip.Package{CID: d.PackageCID, Size: d.PackageSize}
+			}
+			raw, _, err := signManifest(m, signKey, adminCert)
+			if err != nil {
+				return err
+			}
+			return a.submit(raw)
+		},
+	}
+	cmd.Flags().StringVar(&signKey, "sign-key", "", "the administrator's private key (required)")
+	cmd.Flags().StringVar(&adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
+	cmd.Flags().StringArrayVar(&peers, "peer", nil, "retry on this peer (repeatable; default: every destination that failed)")
+	cmd.Flags().DurationVar(&expires, "expires", 24*time.Hour, "the retry expires this long after it is created")
+	return cmd
 }

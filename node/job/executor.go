@@ -80,6 +80,18 @@ type Executor struct {
 	sem chan struct{}
 	wg  sync.WaitGroup
 	ctx context.Context
+
+	// mu orders transitions with cancellation: a job cancelled is never
+	// moved on by its run afterwards.
+	mu        sync.Mutex
+	runs      map[string]*runInfo // runs in progress
+	cancelled map[string]bool
+}
+
+// runInfo is a run in progress.
+type runInfo struct {
+	stop    context.CancelFunc
+	started bool // running: too late to cancel
 }
 
 // New makes an Executor whose runs live as long as ctx.
@@ -93,7 +105,8 @@ func New(ctx context.Context, cfg Config) *Executor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger.With("svc", "job"), sem: make(chan struct{}, cfg.MaxConcurrent), ctx: ctx}
+	return &Executor{cfg: cfg, log: cfg.Logger.With("svc", "job"), sem: make(chan struct{}, cfg.MaxConcurrent), ctx: ctx,
+		runs: map[string]*runInfo{}, cancelled: map[string]bool{}}
 }
 
 // Wait waits for the runs in progress to end (after ctx was cancelled).
@@ -113,11 +126,60 @@ func (e *Executor) Take(m gossip.Manifest) {
 }
 
 func (e *Executor) start(m gossip.Manifest) {
+	ctx, stop := context.WithCancel(e.ctx)
+	e.mu.Lock()
+	e.runs[m.JobID] = &runInfo{stop: stop}
+	e.mu.Unlock()
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		e.run(m)
+		defer func() {
+			e.mu.Lock()
+			delete(e.runs, m.JobID)
+			e.mu.Unlock()
+			stop()
+		}()
+		e.run(ctx, m)
 	}()
+}
+
+// ErrTooLate: the job already runs here, or ended.
+var ErrTooLate = errors.New("too late to cancel")
+
+// Cancel stops a job that has not started running here: its run (waiting
+// for its time, its window or its turn) ends as cancelled, and one not yet
+// received never starts.
+func (e *Executor) Cancel(id, reason string) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if r, ok := e.runs[id]; ok {
+		if r.started {
+			return fmt.Errorf("job %s is running: %w", id, ErrTooLate)
+		}
+		r.stop()
+	}
+	st, err := e.cfg.Runs.Run(e.ctx, id)
+	if err != nil {
+		return err
+	}
+	if st == Running || Final(st) {
+		return fmt.Errorf("job %s is %s: %w", id, st, ErrTooLate)
+	}
+	e.cancelled[id] = true
+	e.record(Status{Job: id, State: Cancelled, Reason: reason})
+	return nil
+}
+
+// begin marks a run as started, unless it was cancelled.
+func (e *Executor) begin(ctx context.Context, id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	r, ok := e.runs[id]
+	if !ok || ctx.Err() != nil || e.cancelled[id] {
+		return false
+	}
+	r.started = true
+	return true
 }
 
 // Missed records that a job for this node reached it only after it
@@ -149,7 +211,17 @@ func (e *Executor) Recover(lookup func(job string) (gossip.Manifest, error)) err
 	return nil
 }
 
+// transition records s, unless the job was cancelled meanwhile.
 func (e *Executor) transition(s Status) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.cancelled[s.Job] {
+		return
+	}
+	e.record(s)
+}
+
+func (e *Executor) record(s Status) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	if err := e.cfg.Runs.SetRun(ctx, s.Job, s.State); err != nil {
@@ -161,7 +233,7 @@ func (e *Executor) transition(s Status) {
 	e.log.Info("job "+s.State, "job", s.Job, "reason", s.Reason)
 }
 
-func (e *Executor) run(m gossip.Manifest) {
+func (e *Executor) run(ctx context.Context, m gossip.Manifest) {
 	e.transition(Status{Job: m.JobID, State: Received})
 	sched, err := ScheduleOf(m)
 	if err != nil {
@@ -181,20 +253,23 @@ func (e *Executor) run(m gossip.Manifest) {
 		}
 		e.transition(Status{Job: m.JobID, State: Scheduled, Reason: why})
 		select {
-		case <-e.ctx.Done():
-			return // taken again at the next start
+		case <-ctx.Done():
+			return // cancelled, or taken again at the next start
 		case <-time.After(wait):
 		}
 	}
 	select {
 	case e.sem <- struct{}{}:
 		defer func() { <-e.sem }()
-	case <-e.ctx.Done():
+	case <-ctx.Done():
 		return
 	}
 	if time.Now().After(m.ExpiresAt) {
 		e.transition(Status{Job: m.JobID, State: Expired, Reason: "expired at " + m.ExpiresAt.Format(time.RFC3339) + " before it could start"})
 		return
+	}
+	if !e.begin(ctx, m.JobID) {
+		return // cancelled while it waited for its turn
 	}
 	switch m.Type {
 	case "run":

@@ -2,6 +2,7 @@ package job
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"maps"
 	"path/filepath"
@@ -108,5 +109,65 @@ func TestScheduledRuns(t *testing.T) {
 				t.Errorf("states %v, want %v", got, tc.states)
 			}
 		})
+	}
+}
+
+// TestCancel: a job waiting for its time ends cancelled and never runs; one
+// cancelled before it arrives never starts; a running one is too late.
+func TestCancel(t *testing.T) {
+	var mu sync.Mutex
+	got := map[string][]string{}
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	e := New(context.Background(), Config{Runs: st,
+		Report: func(_ context.Context, s Status) error { mu.Lock(); got[s.Job] = append(got[s.Job], s.State); mu.Unlock(); return nil }})
+	now := time.Now()
+	job := func(id, command string, notBefore time.Duration) gossip.Manifest {
+		return gossip.Manifest{JobID: id, Type: "run", NotBefore: now.Add(notBefore), ExpiresAt: now.Add(2 * time.Hour),
+			Params: map[string]string{"command": command}}
+	}
+	e.Take(job("later", "touch "+filepath.Join(t.TempDir(), "ran"), time.Hour))
+	waitFor := func(id, state string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			mu.Lock()
+			n := len(got[id])
+			last := ""
+			if n > 0 {
+				last = got[id][n-1]
+			}
+			mu.Unlock()
+			if last == state {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never reached %s: %v", id, state, got[id])
+			}
+		}
+	}
+	waitFor("later", Scheduled)
+	if err := e.Cancel("later", "cancelled by alice"); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Cancel("unseen", "cancelled by alice"); err != nil {
+		t.Fatal(err)
+	}
+	e.Take(job("unseen", "true", 0)) // arrives after its cancel: never starts
+	e.Take(job("now", "sleep 1", 0))
+	waitFor("now", Running)
+	if err := e.Cancel("now", "too late"); !errors.Is(err, ErrTooLate) {
+		t.Errorf("cancelling a running job: %v, want ErrTooLate", err)
+	}
+	e.Wait()
+	want := map[string][]string{
+		"later":  {Received, Scheduled, Cancelled},
+		"unseen": {Cancelled},
+		"now":    {Received, Running, Succeeded},
+	}
+	if !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("transitions %v, want %v", got, want)
 	}
 }

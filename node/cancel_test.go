@@ -1,0 +1,83 @@
+package node_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/admin"
+	"github.com/swdist/swdist/node/api"
+)
+
+func signManifest(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, m gossip.Manifest, target ...string) []byte {
+	t.Helper()
+	sel, err := gossip.ParseSelector(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	m.JobID, m.Seq, m.CreatedAt, m.Target = gossip.NewJobID(), seq, now, sel
+	if m.NotBefore.IsZero() {
+		m.NotBefore = now
+	}
+	if m.ExpiresAt.IsZero() {
+		m.ExpiresAt = now.Add(time.Hour)
+	}
+	s, err := gossip.Sign(m, key, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := gossip.Encode(s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return raw
+}
+
+// TestCancel: a job waiting for its time on two clients is cancelled there
+// by its administrator; a relay-scoped administrator cannot cancel a job of
+// the whole tree.
+func TestCancel(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	later := time.Now().Add(time.Hour)
+	run := func(seq uint64) gossip.Manifest {
+		return gossip.Manifest{Type: "run", Params: map[string]string{"command": "true"}, NotBefore: later, ExpiresAt: later.Add(time.Hour)}
+	}
+	target := []string{"role=client", "site=a"}
+	jobA, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 1, run(1), target...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", jobA.ID, "both clients wait for the job's time", func(s api.JobStatus) bool { return s.Counts["scheduled"] == 2 })
+
+	// Bob administers relay-a's subtree: he reaches both clients, but the
+	// job was signed for the whole tree, so his cancel is refused there.
+	bobKey, bob := certifyAdmin(t, c, "relay-a")
+	cancel := func(k crypto.PrivKey, a admin.Signed, seq uint64, id string) string {
+		t.Helper()
+		m := gossip.Manifest{Type: gossip.TypeCancel, Params: map[string]string{gossip.ParamJob: id}}
+		res, err := c.nodes["relay-a"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, k, a, seq, m, target...)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return res.ID
+	}
+	refused := cancel(bobKey, bob, 1, jobA.ID)
+	for _, name := range []string{"a1", "a2"} {
+		eventually(t, name+" holds bob's cancel", func() bool { held, _ := holds(c.nodes[name], refused); return held })
+	}
+	time.Sleep(300 * time.Millisecond) // a wrong "cancelled" would reach the server by now
+	if st := statusAt(t, c, "server", jobA.ID, "status", func(api.JobStatus) bool { return true }); st.Counts["scheduled"] != 2 {
+		t.Fatalf("after a cancel by an administrator of a smaller scope: %+v", st.Counts)
+	}
+	cancel(key, adm, 2, jobA.ID)
+	st := statusAt(t, c, "server", jobA.ID, "both clients cancelled it", func(s api.JobStatus) bool { return s.Counts["cancelled"] == 2 })
+	if !st.Done {
+		t.Errorf("a job cancelled everywhere is not done: %+v", st)
+	}
+}
