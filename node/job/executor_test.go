@@ -96,7 +96,12 @@ func TestScheduledRuns(t *testing.T) {
 			}
 			defer st.Close()
 			e := New(context.Background(), Config{Runs: st,
-				Report: func(_ context.Context, s Status) error { mu.Lock(); got = append(got, s.State); mu.Unlock(); return nil }})
+				Report: func(_ context.Context, s Status) error {
+					mu.Lock()
+					got = append(got, s.State)
+					mu.Unlock()
+					return nil
+				}})
 			params := map[string]string{"command": "true"}
 			maps.Copy(params, tc.params)
 			e.Take(gossip.Manifest{JobID: tc.name, Type: "run", NotBefore: now, ExpiresAt: now.Add(time.Hour), Params: params})
@@ -123,7 +128,12 @@ func TestCancel(t *testing.T) {
 	}
 	defer st.Close()
 	e := New(context.Background(), Config{Runs: st,
-		Report: func(_ context.Context, s Status) error { mu.Lock(); got[s.Job] = append(got[s.Job], s.State); mu.Unlock(); return nil }})
+		Report: func(_ context.Context, s Status) error {
+			mu.Lock()
+			got[s.Job] = append(got[s.Job], s.State)
+			mu.Unlock()
+			return nil
+		}})
 	now := time.Now()
 	job := func(id, command string, notBefore time.Duration) gossip.Manifest {
 		return gossip.Manifest{JobID: id, Type: "run", NotBefore: now.Add(notBefore), ExpiresAt: now.Add(2 * time.Hour),
