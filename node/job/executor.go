@@ -114,6 +114,11 @@ func (e *Executor) Wait() { e.wg.Wait() }
 
 // Take starts a run of m unless this node took it before.
 func (e *Executor) Take(m gossip.Manifest) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if _, running := e.runs[m.JobID]; running {
+		return
+	}
 	st, err := e.cfg.Runs.Run(e.ctx, m.JobID)
 	if err != nil {
 		e.log.Error("read run state", "job", m.JobID, "err", err)
@@ -122,14 +127,19 @@ func (e *Executor) Take(m gossip.Manifest) {
 	if st != "" {
 		return
 	}
-	e.start(m)
+	e.startLocked(m)
 }
 
+// start starts a run of m.
 func (e *Executor) start(m gossip.Manifest) {
-	ctx, stop := context.WithCancel(e.ctx)
 	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.startLocked(m)
+}
+
+func (e *Executor) startLocked(m gossip.Manifest) {
+	ctx, stop := context.WithCancel(e.ctx)
 	e.runs[m.JobID] = &runInfo{stop: stop}
-	e.mu.Unlock()
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
