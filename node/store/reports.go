@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -154,6 +156,12 @@ func (s *Store) commitPending() {
 		for _, r := range group {
 			r.done <- err
 		}
+		if s.flushDue() {
+			select { // the flusher writes job_states while reports go on
+			case s.flushNow <- struct{}{}:
+			default:
+			}
+		}
 	}
 }
 
@@ -166,42 +174,54 @@ func (s *Store) commitGroup(group []*applyReq) error {
 		return fmt.Errorf("apply reports: %w", err)
 	}
 	defer tx.Rollback()
-	inv := &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*sql.Stmt{}}
-	defer inv.close()
+	g := &groupTx{tx: tx, overlay: map[destKey]destState{},
+		inv: &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*sql.Stmt{}}}
+	defer g.inv.close()
 	for _, r := range group {
-		if err := s.applyTx(ctx, tx, inv, r); err != nil {
+		if err := s.applyTx(ctx, g, r); err != nil {
 			return err
 		}
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("apply reports: %w", err)
 	}
-	inv.commit()
+	g.inv.commit()
+	s.commitLive(g.overlay, g.upto)
 	return nil
+}
+
+// groupTx is one group commit's transaction and what it decided.
+type groupTx struct {
+	tx      *sql.Tx
+	inv     *invTx
+	overlay map[destKey]destState // destinations' new latest states
+	upto    int64                 // the last history row written
 }
 
 // stateRank orders a destination's states that carry the same time.
 const stateRank = `CASE %s WHEN 'waiting' THEN 0 WHEN 'received' THEN 1 WHEN 'fetching' THEN 2
 	WHEN 'scheduled' THEN 3 WHEN 'running' THEN 4 ELSE 5 END`
 
+// upsertStates writes destinations' latest states: the newest wins.
 var upsertStates = `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
 	SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7
 	FROM json_each(?) WHERE true
 	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
 		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
 	WHERE excluded.at > job_states.at OR (excluded.at = job_states.at AND ` +
-	fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `)
-	RETURNING job_id, peer_id, state, at`
+	fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `)`
 
 // applyTx applies one caller's reports in tx.
-func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, inv *invTx, req *applyReq) error {
-	viaID := req.via.String()
+func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
+	tx, inv := g.tx, g.inv
+	viaID := s.peerString(req.via)
 	// A batch is up to a thousand reports: each statement below takes all
 	// of them at once, as a JSON array, since a statement per report costs
 	// more than the rows it writes.
-	var queued, states []any
+	var queued []any
+	moved := map[string][]transition{} // by job
 	for _, r := range req.reports {
-		origin := r.Origin.String()
+		origin := s.peerString(r.Origin)
 		if req.forward {
 			queued = append(queued, []any{r.ID, origin, r.Kind, r.At, hex.EncodeToString(r.Body)})
 		}
@@ -220,7 +240,20 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, inv *invTx, req *applyR
 			if err := cert.Unmarshal(r.Body, &st); err != nil {
 				return fmt.Errorf("report %s: %w", r.ID, err)
 			}
-			states = append(states, []any{st.Job, origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID})
+			// The newest state of each destination wins, whatever the
+			// order of arrival; the transitions that moved it are its
+			// history, so a report that arrives twice is recorded once.
+			k := destKey{st.Job, origin}
+			rec := destState{State: st.State, At: r.At, Reason: st.Reason, Exit: st.Exit, Output: st.Output, Via: viaID}
+			cur, ok, err := s.latestIn(ctx, tx, g.overlay, k)
+			if err != nil {
+				return err
+			}
+			if ok && !newer(rec, cur) {
+				continue
+			}
+			g.overlay[k] = rec
+			moved[st.Job] = append(moved[st.Job], transition{origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID})
 		default:
 			// Unknown kinds are only passed on.
 		}
@@ -232,37 +265,14 @@ func (s *Store) applyTx(ctx context.Context, tx *sql.Tx, inv *invTx, req *applyR
 			return fmt.Errorf("queue %d reports: %w", len(queued), err)
 		}
 	}
-	if len(states) > 0 {
-		// The newest state of each destination wins, whatever the order of
-		// arrival; the transitions that moved it are its history, so a
-		// report that arrives twice is recorded once.
-		list, err := json.Marshal(states)
+	for _, job := range slices.Sorted(maps.Keys(moved)) {
+		records := appendTransitions(nil, moved[job])
+		res, err := tx.ExecContext(ctx, `INSERT INTO job_transitions(job_id, records) VALUES(?, ?)`, job, string(records))
 		if err != nil {
-			return err
+			return fmt.Errorf("record %d transitions of job %s: %w", len(moved[job]), job, err)
 		}
-		rows, err := tx.QueryContext(ctx, upsertStates, string(list))
-		if err != nil {
-			return fmt.Errorf("apply %d job states: %w", len(states), err)
-		}
-		var moved []any
-		for rows.Next() {
-			var job, peerID, state string
-			var at int64
-			if err := rows.Scan(&job, &peerID, &state, &at); err != nil {
-				rows.Close()
-				return err
-			}
-			moved = append(moved, []any{job, peerID, state, at})
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		if len(moved) > 0 {
-			if err := execJSON(ctx, tx, `INSERT INTO job_history(job_id, peer_id, state, at)
-				SELECT value->>0, value->>1, value->>2, value->>3 FROM json_each(?)`, moved); err != nil {
-				return fmt.Errorf("record %d transitions: %w", len(moved), err)
-			}
+		if last, err := res.LastInsertId(); err == nil {
+			g.upto = max(g.upto, last)
 		}
 	}
 	if req.also != nil {
@@ -294,6 +304,9 @@ type DestState struct {
 
 // JobStates returns the latest state of every destination that reported.
 func (s *Store) JobStates(ctx context.Context, job string) ([]DestState, error) {
+	if err := s.flushStates(ctx); err != nil {
+		return nil, err
+	}
 	rows, err := s.db.QueryContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via FROM job_states
 		WHERE job_id = ? ORDER BY peer_id`, job)
 	if err != nil {

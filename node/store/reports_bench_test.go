@@ -19,7 +19,9 @@ import (
 // 100,000-destination job's "succeeded" reports applied in batches of
 // 1,000 (the pump's batch size) into a real SQLite file, as relays deliver
 // them: from one relay, batch after batch, and from ten relays at once
-// (whose batches the store commits together). It reports reports/s.
+// (whose batches the store commits together). It reports reports/s until
+// the last batch is acknowledged, and until the job's status is read back
+// from job_states.
 //
 //	go test ./node/store -run '^$' -bench ApplyReports -benchtime 3x
 func BenchmarkApplyReports(b *testing.B) {
@@ -77,12 +79,16 @@ func BenchmarkApplyReports(b *testing.B) {
 				if err := <-errs; err != nil {
 					b.Fatal(err)
 				}
-				b.ReportMetric(float64(destinations)/time.Since(start).Seconds(), "reports/s")
-				b.StopTimer()
-				var applied int
-				if err := s.db.QueryRow(`SELECT count(*) FROM job_states WHERE job_id = ?`, job).Scan(&applied); err != nil || applied != destinations {
-					b.Fatalf("%d destinations stored (%v), want %d", applied, err, destinations)
+				acked := time.Since(start)
+				// Reading the status writes what is still in memory to
+				// job_states: counted too.
+				states, err := s.JobStates(ctx, job)
+				if err != nil || len(states) != destinations {
+					b.Fatalf("%d destinations stored (%v), want %d", len(states), err, destinations)
 				}
+				b.ReportMetric(float64(destinations)/acked.Seconds(), "reports/s")
+				b.ReportMetric(float64(destinations)/time.Since(start).Seconds(), "reports/s-read-back")
+				b.StopTimer()
 				s.Close()
 				b.StartTimer()
 			}

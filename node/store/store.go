@@ -7,8 +7,10 @@ import (
 	"database/sql"
 	"embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,6 +38,37 @@ type Store struct {
 	itemIDs map[string]int64 // inventory items by kind and attributes
 
 	group groupCommit
+	live  liveStates
+
+	flushNow chan struct{} // wakes the flusher
+	stop     chan struct{}
+	closing  sync.Once
+	flusher  sync.WaitGroup
+}
+
+// flushLoop writes job_states when told to, and every flushEvery, until
+// Close.
+func (s *Store) flushLoop() {
+	defer s.flusher.Done()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-s.flushNow:
+		case <-time.After(flushEvery):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		if err := s.flushStates(ctx); err != nil {
+			s.log("write job states (kept for the next flush)", err)
+		}
+		cancel()
+	}
+}
+
+// log reports a background failure: the store has no logger of its own
+// and its callers see the error at their next call.
+func (s *Store) log(what string, err error) {
+	slog.Default().Error(what, "svc", "store", "err", err)
 }
 
 // Open opens (creating if needed) the SQLite database at path and brings
@@ -54,16 +87,31 @@ func Open(ctx context.Context, path string) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	s := &Store{db: db, codec: codec, itemIDs: map[string]int64{}}
+	s := &Store{db: db, codec: codec, itemIDs: map[string]int64{},
+		flushNow: make(chan struct{}, 1), stop: make(chan struct{}),
+		live: liveStates{flushed: time.Now(), jobs: map[string]map[string]destState{}, dirty: map[destKey]destState{}, peerText: map[peer.ID]string{}}}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("database %s: %w", path, err)
 	}
+	if err := s.replayStates(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("database %s: %w", path, err)
+	}
+	s.flusher.Add(1)
+	go s.flushLoop()
 	return s, nil
 }
 
 // Close closes the database.
-func (s *Store) Close() error { return s.db.Close() }
+func (s *Store) Close() error {
+	s.closing.Do(func() { close(s.stop) })
+	s.flusher.Wait()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	err := s.flushStates(ctx) // else replayed at the next open
+	return errors.Join(err, s.db.Close())
+}
 
 func (s *Store) migrate(ctx context.Context) error {
 	var version int

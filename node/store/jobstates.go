@@ -1,0 +1,333 @@
+package store
+
+import (
+	"cmp"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+)
+
+// Status ingestion at a managing node is the hot path: a job for 100,000
+// destinations brings several reports from each. Each report is appended to
+// job_history (sequential pages) and decided against the destination's
+// latest state, kept in memory; job_states, clustered by job and peer, is
+// written in key order by flushStates, in the background of ingestion and
+// before every read. A crash loses nothing: history rows past the last
+// flush are replayed into job_states at open.
+
+// destKey names one destination of one job.
+type destKey struct{ job, peer string }
+
+// destState is a destination's latest state: what a new report is compared
+// with, and, until flushed, the whole record.
+type destState struct {
+	State  string
+	At     int64
+	Reason string
+	Exit   int
+	Output string
+	Via    string
+}
+
+// transition is one record of job_transitions: a destination's move to a
+// state, as [peer, state, at, reason, exit code, output, via].
+type transition struct {
+	Peer   string
+	State  string
+	At     int64
+	Reason string
+	Exit   int
+	Output string
+	Via    string
+}
+
+// appendTransitions writes ts as a JSON array of arrays, by hand: it is on
+// the ingestion path, and reflection costs more than the rest of it.
+func appendTransitions(b []byte, ts []transition) []byte {
+	b = append(b, '[')
+	for i, t := range ts {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, '[')
+		b = appendJSONString(b, t.Peer)
+		b = append(b, ',')
+		b = appendJSONString(b, t.State)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, t.At, 10)
+		b = append(b, ',')
+		b = appendJSONString(b, t.Reason)
+		b = append(b, ',')
+		b = strconv.AppendInt(b, int64(t.Exit), 10)
+		b = append(b, ',')
+		b = appendJSONString(b, t.Output)
+		b = append(b, ',')
+		b = appendJSONString(b, t.Via)
+		b = append(b, ']')
+	}
+	return append(b, ']')
+}
+
+// appendJSONString quotes s as JSON; peer IDs and states, the bulk, need
+// no escaping.
+func appendJSONString(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c == '"' || c == '\\' || c >= 0x80 {
+			q, _ := json.Marshal(s)
+			return append(b, q...)
+		}
+	}
+	b = append(b, '"')
+	b = append(b, s...)
+	return append(b, '"')
+}
+
+// UnmarshalJSON reads what MarshalJSON wrote.
+func (t *transition) UnmarshalJSON(b []byte) error {
+	return json.Unmarshal(b, &[]any{&t.Peer, &t.State, &t.At, &t.Reason, &t.Exit, &t.Output, &t.Via})
+}
+
+// peerString is a peer ID's text form, remembered: each destination
+// reports several transitions, and the base58 encoding is not free.
+func (s *Store) peerString(p peer.ID) string {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	if t, ok := s.live.peerText[p]; ok {
+		return t
+	}
+	if len(s.live.peerText) >= maxLiveEntries {
+		clear(s.live.peerText)
+	}
+	t := p.String()
+	s.live.peerText[p] = t
+	return t
+}
+
+// stateRankOf orders a destination's states that carry the same time, as
+// stateRank does in SQL.
+func stateRankOf(s string) int {
+	switch s {
+	case "waiting":
+		return 0
+	case "received":
+		return 1
+	case "fetching":
+		return 2
+	case "scheduled":
+		return 3
+	case "running":
+		return 4
+	}
+	return 5
+}
+
+// newer reports whether a moves a destination whose latest state is b.
+func newer(a, b destState) bool {
+	return a.At > b.At || a.At == b.At && stateRankOf(a.State) > stateRankOf(b.State)
+}
+
+// liveStates is the in-memory side of job states.
+type liveStates struct {
+	mu      sync.Mutex
+	jobs    map[string]map[string]destState // loaded jobs: peer → latest
+	entries int
+	dirty   map[destKey]destState // not yet in job_states
+	upto    int64                 // the last history row committed
+	flushed time.Time
+
+	peerText map[peer.ID]string
+}
+
+// maxLiveEntries bounds the destinations kept in memory; past it, loaded
+// jobs are dropped after a flush (and loaded again when reports come).
+const maxLiveEntries = 2_000_000
+
+// flushEvery: job_states is written at least this often while reports
+// come in, and whenever this many destinations changed.
+const (
+	flushEvery = 2 * time.Second
+	flushDirty = 50_000
+)
+
+// latestIn returns the destination's latest state, loading the job's
+// states within tx when not loaded; overlay holds this transaction's
+// decisions, not yet committed.
+func (s *Store) latestIn(ctx context.Context, tx *sql.Tx, overlay map[destKey]destState, k destKey) (destState, bool, error) {
+	if d, ok := overlay[k]; ok {
+		return d, true, nil
+	}
+	s.live.mu.Lock()
+	job, loaded := s.live.jobs[k.job]
+	var d destState
+	var ok bool
+	if loaded {
+		d, ok = job[k.peer]
+	}
+	s.live.mu.Unlock()
+	if loaded {
+		return d, ok, nil
+	}
+	rows, err := tx.QueryContext(ctx, `SELECT peer_id, state, at FROM job_states WHERE job_id = ?`, k.job)
+	if err != nil {
+		return d, false, fmt.Errorf("load states of job %s: %w", k.job, err)
+	}
+	job = map[string]destState{}
+	for rows.Next() {
+		var peer string
+		var st destState
+		if err := rows.Scan(&peer, &st.State, &st.At); err != nil {
+			rows.Close()
+			return d, false, err
+		}
+		job[peer] = st
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return d, false, err
+	}
+	s.live.mu.Lock()
+	// Unflushed states of this job are newer than what the table says.
+	for dk, st := range s.live.dirty {
+		if dk.job == k.job {
+			job[dk.peer] = st
+		}
+	}
+	s.live.jobs[k.job] = job
+	s.live.entries += len(job)
+	s.live.mu.Unlock()
+	d, ok = job[k.peer]
+	return d, ok, nil
+}
+
+// commitLive takes a committed transaction's decisions.
+func (s *Store) commitLive(overlay map[destKey]destState, upto int64) {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	for k, st := range overlay {
+		job := s.live.jobs[k.job]
+		if job == nil {
+			job = map[string]destState{}
+			s.live.jobs[k.job] = job
+		}
+		if _, had := job[k.peer]; !had {
+			s.live.entries++
+		}
+		job[k.peer] = destState{State: st.State, At: st.At}
+		s.live.dirty[k] = st
+	}
+	s.live.upto = max(s.live.upto, upto)
+}
+
+// flushDue reports whether job_states should be written now.
+func (s *Store) flushDue() bool {
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	return len(s.live.dirty) > 0 && (len(s.live.dirty) >= flushDirty || time.Since(s.live.flushed) >= flushEvery) ||
+		s.live.entries > maxLiveEntries
+}
+
+// flushStates writes the destinations' latest states that changed to
+// job_states, in key order, with the history row they reflect.
+func (s *Store) flushStates(ctx context.Context) error {
+	s.live.mu.Lock()
+	dirty, upto := s.live.dirty, s.live.upto
+	s.live.dirty = map[destKey]destState{}
+	s.live.flushed = time.Now()
+	s.live.mu.Unlock()
+	if len(dirty) == 0 {
+		return nil
+	}
+	err := s.writeStates(ctx, dirty, upto)
+	s.live.mu.Lock()
+	defer s.live.mu.Unlock()
+	if err != nil {
+		// Kept for the next flush; newer decisions made meanwhile win.
+		for k, st := range dirty {
+			if cur, ok := s.live.dirty[k]; !ok || newer(st, cur) {
+				s.live.dirty[k] = st
+			}
+		}
+		return err
+	}
+	if s.live.entries > maxLiveEntries && len(s.live.dirty) == 0 {
+		clear(s.live.jobs)
+		s.live.entries = 0
+	}
+	return nil
+}
+
+func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, upto int64) error {
+	keys := slices.SortedFunc(maps.Keys(states), func(a, b destKey) int {
+		return cmp.Or(cmp.Compare(a.job, b.job), cmp.Compare(a.peer, b.peer))
+	})
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("write job states: %w", err)
+	}
+	defer tx.Rollback()
+	const chunk = 5000
+	for i := 0; i < len(keys); i += chunk {
+		var rows []any
+		for _, k := range keys[i:min(i+chunk, len(keys))] {
+			st := states[k]
+			rows = append(rows, []any{k.job, k.peer, st.State, st.At, st.Reason, st.Exit, st.Output, st.Via})
+		}
+		if err := execJSON(ctx, tx, upsertStates, rows); err != nil {
+			return fmt.Errorf("write %d job states: %w", len(rows), err)
+		}
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = max(value, ?) WHERE key = 'job_states_upto'`, upto); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// replayStates writes to job_states what history holds past the last
+// flush: the states decided before a crash.
+func (s *Store) replayStates(ctx context.Context) error {
+	var upto int64
+	if err := s.db.QueryRowContext(ctx, `SELECT value FROM store_meta WHERE key = 'job_states_upto'`).Scan(&upto); err != nil {
+		return fmt.Errorf("read job_states_upto: %w", err)
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT id, job_id, records FROM job_transitions WHERE id > ? ORDER BY id`, upto)
+	if err != nil {
+		return fmt.Errorf("read job history to replay: %w", err)
+	}
+	states := map[destKey]destState{}
+	last := upto
+	for rows.Next() {
+		var job, records string
+		if err := rows.Scan(&last, &job, &records); err != nil {
+			rows.Close()
+			return err
+		}
+		var ts []transition
+		if err := json.Unmarshal([]byte(records), &ts); err != nil {
+			rows.Close()
+			return fmt.Errorf("job_transitions row %d: %w", last, err)
+		}
+		for _, t := range ts {
+			k := destKey{job, t.Peer}
+			st := destState{State: t.State, At: t.At, Reason: t.Reason, Exit: t.Exit, Output: t.Output, Via: t.Via}
+			if cur, ok := states[k]; !ok || newer(st, cur) {
+				states[k] = st
+			}
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	if len(states) == 0 {
+		return nil
+	}
+	return s.writeStates(ctx, states, last)
+}
