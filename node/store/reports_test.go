@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"path/filepath"
 	"testing"
+
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/report"
@@ -104,5 +107,72 @@ func TestStatesReplayedAfterCrash(t *testing.T) {
 	}
 	if len(states) != 1 || states[0].State != "failed" || states[0].Reason != "failed reason" || states[0].Via != via.String() {
 		t.Errorf("after the crash: %+v", states)
+	}
+}
+
+// TestServerRestartMidJob: a 1,000-destination job's reports arrive in
+// batches; the server dies half way (what it had not written to job_states
+// yet included), and the relay sends again the batches it had no
+// acknowledgement for. The final counts are exact, and each transition is
+// in the history once.
+func TestServerRestartMidJob(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "swdist.db")
+	via, _ := newID(t)
+	const destinations = 1000
+	ids := make([]peer.ID, destinations)
+	for d := range ids {
+		ids[d], _ = newID(t)
+	}
+	var batches [][]report.Report
+	for _, state := range []string{"received", "running", "succeeded"} {
+		for i := 0; i < destinations; i += 100 {
+			var b []report.Report
+			for d := i; d < i+100; d++ {
+				r := statusReport(t, fmt.Sprintf("job1/%d/%s", d, state), "job1", state, int64(1000+len(batches)))
+				r.Origin = ids[d]
+				b = append(b, r)
+			}
+			batches = append(batches, b)
+		}
+	}
+	s, err := Open(ctx, path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := len(batches) / 2
+	for _, b := range batches[:half] {
+		if err := s.Apply(ctx, via, b, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The server dies: the flusher is stopped, the file closed unflushed.
+	s.closing.Do(func() { close(s.stop) })
+	s.flusher.Wait()
+	s.db.Close()
+
+	s = open(t, path)
+	for _, b := range batches[half-3:] { // three batches sent again
+		if err := s.Apply(ctx, via, b, false); err != nil {
+			t.Fatal(err)
+		}
+	}
+	states, err := s.JobStates(ctx, "job1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	for _, d := range states {
+		counts[d.State]++
+	}
+	if len(states) != destinations || counts["succeeded"] != destinations {
+		t.Errorf("%d destinations, by state %v; want %d succeeded", len(states), counts, destinations)
+	}
+	var transitions int
+	if err := s.db.QueryRow(`SELECT sum(json_array_length(records)) FROM job_transitions`).Scan(&transitions); err != nil {
+		t.Fatal(err)
+	}
+	if transitions != 3*destinations {
+		t.Errorf("%d transitions recorded, want %d (each once)", transitions, 3*destinations)
 	}
 }
