@@ -278,11 +278,15 @@ func (n *Node) Start(ctx context.Context) error {
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
-			switch {
-			case v.Type == gossip.TypeCancel:
+			if v.Type == gossip.TypeCancel {
 				n.cancelJob(ctx, v) // never run: it is carried out here
-			case forMe:
-				n.exec.Take(v.Manifest)
+			} else {
+				if n.issuer != nil {
+					n.markWaiting(ctx, v)
+				}
+				if forMe {
+					n.exec.Take(v.Manifest)
+				}
 			}
 			if f := n.opts.OnManifest; f != nil {
 				f(v.JobID, forMe)

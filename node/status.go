@@ -142,3 +142,40 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 	st.Done = finished == st.Expected
 	return st, nil
 }
+
+// markWaiting, on a managing node that accepted a manifest, reports
+// "waiting" for each of its direct children the job targets that is offline
+// now: the job is held here for it, and the nodes above see that instead
+// of "not reported". Whatever the child reports once back replaces it.
+func (n *Node) markWaiting(ctx context.Context, v gossip.Verified) {
+	var lineage []string
+	for _, c := range n.selfCerts() {
+		lineage = append(lineage, c.PeerID.String())
+	}
+	var reports []report.Report
+	now := time.Now().UnixMilli()
+	for _, c := range n.registry.List() {
+		if c.Online || c.Revoked {
+			continue
+		}
+		lin := append([]string{c.PeerID.String()}, lineage...)
+		if !v.Target.MatchNode(string(c.Role), c.Site, c.Groups, lin) || !slices.Contains(lin, v.Admin.Scope.String()) {
+			continue
+		}
+		body, err := cert.Marshal(store.JobState{Job: v.JobID, State: store.StateWaiting, Reason: "offline; held by its relay"})
+		if err != nil {
+			n.log.Error("encode waiting state", "err", err)
+			return
+		}
+		reports = append(reports, report.Report{ID: v.JobID + "/" + c.PeerID.String() + "/" + store.StateWaiting,
+			Origin: c.PeerID, Kind: store.KindJobStatus, At: now, Body: body})
+	}
+	if len(reports) == 0 {
+		return
+	}
+	if err := n.store.Apply(ctx, n.host.ID(), reports, n.parent != ""); err != nil {
+		n.log.Error("report waiting destinations", "job", v.JobID, "err", err)
+		return
+	}
+	n.reports.Wake()
+}

@@ -102,3 +102,28 @@ func TestClientRestartedMidRun(t *testing.T) {
 		t.Errorf("status %+v", st)
 	}
 }
+
+// TestWaitingForOfflineClient: the relay holding a job for an offline
+// client says so ("waiting"); once back, the client's own states replace it.
+func TestWaitingForOfflineClient(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	a2 := c.id("a2")
+	if err := c.nodes["a2"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "relay-a sees a2 offline", func() bool { return !onlineIn(c.nodes["relay-a"], a2) })
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signJob(t, key, adm, 1, "site=a", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := statusAt(t, c, "server", job.ID, "a1 succeeded and a2 waits at its relay", func(s api.JobStatus) bool {
+		return s.Counts["succeeded"] == 1 && s.Counts["waiting"] == 1
+	})
+	if st.Destinations[a2.String()] != "waiting" || st.Done {
+		t.Errorf("status %+v", st)
+	}
+	c.start("a2")
+	statusAt(t, c, "server", job.ID, "a2 caught up and ran it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 && s.Done })
+}

@@ -130,9 +130,22 @@ func stateRankOf(s string) int {
 }
 
 // newer reports whether a moves a destination whose latest state is b.
+// "waiting" is said by the relay for an offline child, by the relay's
+// clock: it never replaces what the child said, and anything the child
+// says replaces it.
 func newer(a, b destState) bool {
+	switch {
+	case a.State == StateWaiting:
+		return false
+	case b.State == StateWaiting:
+		return true
+	}
 	return a.At > b.At || a.At == b.At && stateRankOf(a.State) > stateRankOf(b.State)
 }
+
+// StateWaiting: a relay holds the job for this destination, which is
+// offline.
+const StateWaiting = "waiting"
 
 // liveStates is the in-memory side of job states.
 type liveStates struct {

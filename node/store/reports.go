@@ -208,8 +208,8 @@ var upsertStates = `INSERT INTO job_states(job_id, peer_id, state, at, reason, e
 	FROM json_each(?) WHERE true
 	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
 		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
-	WHERE excluded.at > job_states.at OR (excluded.at = job_states.at AND ` +
-	fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `)`
+	WHERE excluded.state != 'waiting' AND (job_states.state = 'waiting' OR excluded.at > job_states.at OR
+		(excluded.at = job_states.at AND ` + fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `))`
 
 // applyTx applies one caller's reports in tx.
 func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
