@@ -1,0 +1,120 @@
+// Package blocks is a node's store of content-addressed blocks: boxo's
+// blockstore over a flatfs directory (blocks/ in the node's home). Every
+// block read is checked against its CID, so a block corrupted on disk is
+// an error naming it, never wrong bytes.
+package blocks
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+
+	bstore "github.com/ipfs/boxo/blockstore"
+	blockformat "github.com/ipfs/go-block-format"
+	"github.com/ipfs/go-cid"
+	flatfs "github.com/ipfs/go-ds-flatfs"
+	mh "github.com/multiformats/go-multihash"
+)
+
+// Codecs of the blocks swdist makes.
+const (
+	Raw     = cid.Raw     // a chunk of a package
+	DagCBOR = cid.DagCBOR // a package's root block
+)
+
+// ErrNotFound: the block is not held here.
+var ErrNotFound = errors.New("block not held here")
+
+// ErrCorrupt: what is stored under a CID does not hash to it.
+var ErrCorrupt = errors.New("block does not match its CID")
+
+// Store is an open block store.
+type Store struct {
+	ds *flatfs.Datastore
+	bs bstore.Blockstore
+}
+
+// Open opens (creating if needed) the block store in dir.
+func Open(dir string) (*Store, error) {
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return nil, fmt.Errorf("block store %s: %w", dir, err)
+	}
+	ds, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
+	if err != nil {
+		return nil, fmt.Errorf("block store %s: %w", dir, err)
+	}
+	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix())}, nil
+}
+
+// Close closes the store.
+func (s *Store) Close() error { return s.ds.Close() }
+
+// CID is the CIDv1 of data with the given codec, over SHA-256.
+func CID(codec uint64, data []byte) (cid.Cid, error) {
+	h, err := mh.Sum(data, mh.SHA2_256, -1)
+	if err != nil {
+		return cid.Undef, err
+	}
+	return cid.NewCidV1(codec, h), nil
+}
+
+// Put stores data as the block c, after checking that data hashes to c.
+func (s *Store) Put(ctx context.Context, c cid.Cid, data []byte) error {
+	if err := Check(c, data); err != nil {
+		return err
+	}
+	b, err := blockformat.NewBlockWithCid(data, c)
+	if err != nil {
+		return err
+	}
+	if err := s.bs.Put(ctx, b); err != nil {
+		return fmt.Errorf("store block %s: %w", c, err)
+	}
+	return nil
+}
+
+// Check verifies that data hashes to c.
+func Check(c cid.Cid, data []byte) error {
+	got, err := c.Prefix().Sum(data)
+	if err != nil {
+		return fmt.Errorf("block %s: %w", c, err)
+	}
+	if !got.Equals(c) {
+		return fmt.Errorf("block %s: %w (got %s)", c, ErrCorrupt, got)
+	}
+	return nil
+}
+
+// Get returns the block c, checked against its CID.
+func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	b, err := s.bs.Get(ctx, c)
+	if errors.Is(err, bstore.ErrHashMismatch) {
+		return nil, fmt.Errorf("block %s: %w", c, ErrCorrupt)
+	}
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("block %s: %w", c, ErrNotFound)
+		}
+		return nil, fmt.Errorf("read block %s: %w", c, err)
+	}
+	if err := Check(c, b.RawData()); err != nil {
+		return nil, err
+	}
+	return b.RawData(), nil
+}
+
+func isNotFound(err error) bool {
+	var nf interface{ NotFound() bool }
+	return errors.As(err, &nf) && nf.NotFound()
+}
+
+// Has reports whether the block c is held.
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) { return s.bs.Has(ctx, c) }
+
+// Delete removes the block c.
+func (s *Store) Delete(ctx context.Context, c cid.Cid) error { return s.bs.DeleteBlock(ctx, c) }
+
+// Size is the bytes the store holds on disk.
+func (s *Store) Size() (uint64, error) { return s.ds.DiskUsage(context.Background()) }
