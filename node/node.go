@@ -19,6 +19,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
@@ -61,6 +62,7 @@ type Node struct {
 	chain    atomic.Pointer[cert.Chain]
 	verifier *cert.Verifier
 	store    *store.Store
+	blocks   *blocks.Store
 	host     host.Host
 	bw       *metrics.BandwidthCounter
 	gater    *member.Gater
@@ -131,6 +133,9 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	if n.invCodec, err = inventory.NewCodec(); err != nil {
+		return nil, err
+	}
+	if n.blocks, err = blocks.Open(h.Blocks()); err != nil {
 		return nil, err
 	}
 	if n.revs, err = revoke.NewSet(ctx, n.store); err != nil {
@@ -430,6 +435,9 @@ func (n *Node) Close() error {
 	}
 	if n.store != nil {
 		errs = append(errs, n.store.Close())
+	}
+	if n.blocks != nil {
+		errs = append(errs, n.blocks.Close())
 	}
 	return errors.Join(errs...)
 }

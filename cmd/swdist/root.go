@@ -69,7 +69,7 @@ with a certificate issued by its parent.`,
 	root.PersistentFlags().BoolVar(&a.json, "json", false, "print machine-readable JSON")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err} })
 	root.AddCommand(a.initCmd(), a.joinCmd(), a.runCmd(), a.tokenCmd(), a.idCmd(), a.peersCmd(),
-		a.treeCmd(), a.nodeCmd(), a.adminCmd(), a.jobCmd(), a.inventoryCmd(), a.statsCmd(), a.demoCmd())
+		a.treeCmd(), a.nodeCmd(), a.adminCmd(), a.jobCmd(), a.packageCmd(), a.inventoryCmd(), a.statsCmd(), a.demoCmd())
 	return root
 }
 

@@ -88,6 +88,7 @@ type Backend interface {
 	// JobStatus, with destinations, also lists each destination's state.
 	JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error)
 	InventoryBackend
+	PackageBackend
 	Bandwidth(ctx context.Context) (Bandwidth, error)
 }
 
@@ -175,6 +176,7 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	})
 	inventoryRoutes(mux, b)
 	statsRoutes(mux, b)
+	packageRoutes(mux, b)
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil
 }
 

@@ -49,6 +49,9 @@ func (h Home) DB() string      { return filepath.Join(h.Dir, "swdist.db") }
 func (h Home) Socket() string  { return filepath.Join(h.Dir, "api.sock") }
 func (h Home) Logs() string    { return filepath.Join(h.Dir, "logs") }
 
+// Blocks is the node's block store (flatfs).
+func (h Home) Blocks() string { return filepath.Join(h.Dir, "blocks") }
+
 // InventoryDir holds the operator's custom inventory fields.
 func (h Home) InventoryDir() string { return filepath.Join(h.Dir, "inventory.d") }
 

@@ -1,0 +1,86 @@
+package node
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/pkg"
+	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/store"
+)
+
+// AddPackage implements api.Backend: records a package built into this
+// node's block store (by 'swdist package add'), after checking that its
+// root is there and sound.
+func (n *Node) AddPackage(ctx context.Context, p api.Package) (api.Package, error) {
+	c, err := cid.Decode(p.CID)
+	if err != nil {
+		return api.Package{}, api.BadRequest("package root %q: %v", p.CID, err)
+	}
+	bs := n.blocks
+	r, err := pkg.ReadRoot(ctx, bs, c)
+	if err != nil {
+		return api.Package{}, api.BadRequest("package %s: %v", c, err)
+	}
+	missing, err := pkg.Missing(ctx, bs, r)
+	if err != nil {
+		return api.Package{}, err
+	}
+	if len(missing) > 0 {
+		return api.Package{}, api.BadRequest("package %s: %d of its %d chunks are not in %s", c, len(missing), len(r.Chunks), n.home.Blocks())
+	}
+	sp := store.Package{CID: c.String(), Name: r.Name, Version: r.Version, Size: r.Size, Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}
+	if err := n.store.AddPackage(ctx, sp); err != nil {
+		return api.Package{}, api.BadRequest("%v", err)
+	}
+	return apiPackage(sp, true), nil
+}
+
+func apiPackage(p store.Package, held bool) api.Package {
+	return api.Package{CID: p.CID, Name: p.Name, Version: p.Version, Size: p.Size, StoredBytes: p.Stored,
+		Chunks: p.Chunks, AddedAt: p.AddedAt, Held: held}
+}
+
+// held reports whether every block of package c is in the block store.
+func (n *Node) held(ctx context.Context, bs *blocks.Store, c string) bool {
+	id, err := cid.Decode(c)
+	if err != nil {
+		return false
+	}
+	r, err := pkg.ReadRoot(ctx, bs, id)
+	if err != nil {
+		return false
+	}
+	missing, err := pkg.Missing(ctx, bs, r)
+	return err == nil && len(missing) == 0
+}
+
+// ListPackages implements api.Backend.
+func (n *Node) ListPackages(ctx context.Context) ([]api.Package, error) {
+	ps, err := n.store.Packages(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := []api.Package{}
+	for _, p := range ps {
+		out = append(out, apiPackage(p, n.held(ctx, n.blocks, p.CID)))
+	}
+	return out, nil
+}
+
+// FindPackage implements api.Backend.
+func (n *Node) FindPackage(ctx context.Context, ref string) (api.Package, error) {
+	p, err := n.store.FindPackage(ctx, ref)
+	if errors.Is(err, store.ErrNoPackage) {
+		return api.Package{}, api.BadRequest("%v", err)
+	}
+	if err != nil {
+		return api.Package{}, fmt.Errorf("find package %s: %w", ref, err)
+	}
+	return apiPackage(p, n.held(ctx, n.blocks, p.CID)), nil
+}
