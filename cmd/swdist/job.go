@@ -330,6 +330,15 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 	}
 }
 
+// jobToAct is the job that cancel or retry acts on: not a cancel itself.
+func (a *app) jobToAct(id, verb string) (api.JobDetail, error) {
+	d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, id) })
+	if err == nil && d.Type == gossip.TypeCancel {
+		err = usagef("%s is a cancel: there is nothing to %s", d.ID, verb)
+	}
+	return d, err
+}
+
 func (a *app) jobCancelCmd() *cobra.Command {
 	var signKey, adminCert string
 	cmd := &cobra.Command{
@@ -342,12 +351,9 @@ as "cancelled"; where it runs or ran, it goes on. The canceller's scope must
 cover the scope of the administrator who signed the job.`,
 		Args: args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, argv[0]) })
+			d, err := a.jobToAct(argv[0], "cancel")
 			if err != nil {
 				return err
-			}
-			if d.Type == gossip.TypeCancel {
-				return usagef("%s is itself a cancel", d.ID)
 			}
 			if !time.Now().Before(d.ExpiresAt) {
 				return fmt.Errorf("job %s expired at %s: there is nothing left to cancel", d.ID, d.ExpiresAt.Format(time.RFC3339))
@@ -382,12 +388,9 @@ at the peers named with --peer, and sends it. It prints the new job's ID;
 its status is its own.`,
 		Args: args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
-			d, err := call(a, func(c *api.Client, ctx context.Context) (api.JobDetail, error) { return c.ShowJob(ctx, argv[0]) })
+			d, err := a.jobToAct(argv[0], "retry")
 			if err != nil {
 				return err
-			}
-			if d.Type == gossip.TypeCancel {
-				return usagef("%s is a cancel: there is nothing to retry", d.ID)
 			}
 			if len(peers) == 0 {
 				st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, d.ID, false) })

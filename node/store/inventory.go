@@ -228,28 +228,34 @@ func (t *invTx) apply(ctx context.Context, origin, via string, r report.Report, 
 	return t.exec(ctx, qSaveMachine, d.Seq, d.Digest, r.At, m.stale, via, d.Full, r.At, m.id)
 }
 
+// fieldsOf reads a machine's scalar fields.
+func (t *invTx) fieldsOf(ctx context.Context, machine int64) (map[string]string, error) {
+	st, err := t.stmt(ctx, qFields)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := st.QueryContext(ctx, machine)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	out := map[string]string{}
+	for rows.Next() {
+		var f, v string
+		if err := rows.Scan(&f, &v); err != nil {
+			return nil, err
+		}
+		out[f] = v
+	}
+	return out, rows.Err()
+}
+
 // replace makes a machine's stored inventory what a full report says.
 func (t *invTx) replace(ctx context.Context, m machineRow, at int64, d inventory.Delta, history bool) error {
 	old := map[string]string{}
 	if !m.isNew {
-		st, err := t.stmt(ctx, qFields)
-		if err != nil {
-			return err
-		}
-		rows, err := st.QueryContext(ctx, m.id)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var f, v string
-			if err := rows.Scan(&f, &v); err != nil {
-				rows.Close()
-				return err
-			}
-			old[f] = v
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
+		var err error
+		if old, err = t.fieldsOf(ctx, m.id); err != nil {
 			return err
 		}
 	}
@@ -356,23 +362,10 @@ func (t *invTx) replace(ctx context.Context, m machineRow, at int64, d inventory
 func (t *invTx) patch(ctx context.Context, m machineRow, at int64, d inventory.Delta, history bool) error {
 	old := map[string]string{}
 	if history && (len(d.Set) > 0 || len(d.Unset) > 0) {
-		st, err := t.stmt(ctx, qFields)
-		if err != nil {
+		var err error
+		if old, err = t.fieldsOf(ctx, m.id); err != nil {
 			return err
 		}
-		rows, err := st.QueryContext(ctx, m.id)
-		if err != nil {
-			return err
-		}
-		for rows.Next() {
-			var f, v string
-			if err := rows.Scan(&f, &v); err != nil {
-				rows.Close()
-				return err
-			}
-			old[f] = v
-		}
-		rows.Close()
 	}
 	if err := t.fields(ctx, m.id, at, d.Set, d.Unset, old, history); err != nil {
 		return err
