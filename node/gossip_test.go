@@ -55,21 +55,9 @@ func signJobFor(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, tt
 
 func signJobWith(t *testing.T, key crypto.PrivKey, a admin.Signed, seq uint64, ttl time.Duration, command string, target ...string) []byte {
 	t.Helper()
-	sel, err := gossip.ParseSelector(target)
-	if err != nil {
-		t.Fatal(err)
-	}
 	now := time.Now()
-	s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
-		ExpiresAt: now.Add(ttl), Type: "run", Params: map[string]string{"command": command}, Target: sel}, key, a)
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := gossip.Encode(s)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return raw
+	return signManifest(t, key, a, seq, gossip.Manifest{NotBefore: now, ExpiresAt: now.Add(ttl), Type: "run",
+		Params: map[string]string{"command": command}}, target...)
 }
 
 // state is n's state for job id: "" if it does not hold it.

@@ -15,6 +15,18 @@ import (
 	"github.com/swdist/swdist/node/store"
 )
 
+// newExecutor is an executor whose runs are kept in a real SQLite file.
+func newExecutor(t *testing.T, cfg Config) *Executor {
+	t.Helper()
+	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	cfg.Runs = st
+	return New(context.Background(), cfg)
+}
+
 func TestRunCommand(t *testing.T) {
 	now := time.Now()
 	cases := []struct {
@@ -33,12 +45,7 @@ func TestRunCommand(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
 			var got []Status
-			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			e := New(context.Background(), Config{Runs: st, MaxOutput: 1024,
+			e := newExecutor(t, Config{MaxOutput: 1024,
 				Report: func(_ context.Context, s Status) error { mu.Lock(); got = append(got, s); mu.Unlock(); return nil }})
 			expires := tc.expires
 			if expires == 0 {
@@ -90,12 +97,7 @@ func TestScheduledRuns(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var mu sync.Mutex
 			var got []string
-			st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer st.Close()
-			e := New(context.Background(), Config{Runs: st,
+			e := newExecutor(t, Config{
 				Report: func(_ context.Context, s Status) error {
 					mu.Lock()
 					got = append(got, s.State)
@@ -122,12 +124,7 @@ func TestScheduledRuns(t *testing.T) {
 func TestCancel(t *testing.T) {
 	var mu sync.Mutex
 	got := map[string][]string{}
-	st, err := store.Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	e := New(context.Background(), Config{Runs: st,
+	e := newExecutor(t, Config{
 		Report: func(_ context.Context, s Status) error {
 			mu.Lock()
 			got[s.Job] = append(got[s.Job], s.State)
