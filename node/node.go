@@ -20,6 +20,7 @@ import (
 	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
@@ -63,6 +64,7 @@ type Node struct {
 	verifier *cert.Verifier
 	store    *store.Store
 	blocks   *blocks.Store
+	exchange *exchange.Service
 	host     host.Host
 	bw       *metrics.BandwidthCounter
 	gater    *member.Gater
@@ -276,6 +278,8 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		rcfg.Sink = n.applyReports
 	}
+	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.pullThrough, Logger: n.log})
+	n.exchange.Start()
 	n.reports = report.New(n.host, rcfg)
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
@@ -427,6 +431,9 @@ func (n *Node) Close() error {
 		}
 		if n.reports != nil {
 			n.reports.Close()
+		}
+		if n.exchange != nil {
+			n.exchange.Close()
 		}
 		n.member.Close()
 	}

@@ -84,3 +84,21 @@ func (n *Node) FindPackage(ctx context.Context, ref string) (api.Package, error)
 	}
 	return apiPackage(p, n.held(ctx, n.blocks, p.CID)), nil
 }
+
+// FetchPackage implements api.Backend: fetches every block of the package
+// root CID that this node lacks through the tree, and records it.
+func (n *Node) FetchPackage(ctx context.Context, root string) (api.Package, error) {
+	c, err := cid.Decode(root)
+	if err != nil {
+		return api.Package{}, api.BadRequest("package root %q: %v", root, err)
+	}
+	r, err := n.fetchPackage(ctx, c)
+	if err != nil {
+		return api.Package{}, err
+	}
+	sp := store.Package{CID: c.String(), Name: r.Name, Version: r.Version, Size: r.Size, Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}
+	if err := n.store.AddPackage(ctx, sp); err != nil {
+		return api.Package{}, err
+	}
+	return apiPackage(sp, true), nil
+}

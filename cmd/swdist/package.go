@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -153,18 +154,30 @@ which must not exist (it is written beside DIR and renamed at the end).`,
 				return err
 			}
 			defer bs.Close()
+			var missing []cid.Cid
 			r, err := pkg.ReadRoot(cmd.Context(), bs, root)
-			if err != nil {
+			switch {
+			case errors.Is(err, blocks.ErrNotFound):
+				missing = []cid.Cid{root}
+			case err != nil:
 				return err
-			}
-			missing, err := pkg.Missing(cmd.Context(), bs, r)
-			if err != nil {
-				return err
+			default:
+				if missing, err = pkg.Missing(cmd.Context(), bs, r); err != nil {
+					return err
+				}
 			}
 			if len(missing) > 0 {
-				return fmt.Errorf("package %s: %d of its %d chunks are not held here (fetching them from the tree is not built yet)", root, len(missing), len(r.Chunks))
+				// The daemon fetches them through the tree.
+				if _, err := callFor(a, 30*time.Minute, func(c *api.Client, ctx context.Context) (api.Package, error) {
+					return c.FetchPackage(ctx, root.String())
+				}); err != nil {
+					return err
+				}
 			}
 			if err := pkg.Unpack(cmd.Context(), bs, root, out); err != nil {
+				return err
+			}
+			if r, err = pkg.ReadRoot(cmd.Context(), bs, root); err != nil {
 				return err
 			}
 			res := map[string]any{"cid": root.String(), "name": r.Name, "version": r.Version, "size": r.Size, "out": out}

@@ -111,12 +111,17 @@ func daemonErr(h home.Home, err error) error {
 // call runs f against the daemon of the home, bounded in time, and turns a
 // daemon that is not running into a message that says what to do.
 func call[T any](a *app, f func(*api.Client, context.Context) (T, error)) (T, error) {
+	return callFor(a, time.Minute, f)
+}
+
+// callFor is call with another bound in time, for long operations.
+func callFor[T any](a *app, limit time.Duration, f func(*api.Client, context.Context) (T, error)) (T, error) {
 	var zero T
 	c, h, err := a.client()
 	if err != nil {
 		return zero, err
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	v, err := f(c, ctx)
 	if err != nil {

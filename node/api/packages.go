@@ -26,6 +26,8 @@ type PackageBackend interface {
 	AddPackage(ctx context.Context, p Package) (Package, error)
 	ListPackages(ctx context.Context) ([]Package, error)
 	FindPackage(ctx context.Context, ref string) (Package, error)
+	// FetchPackage gets every block of a package through the tree.
+	FetchPackage(ctx context.Context, cid string) (Package, error)
 }
 
 func packageRoutes(mux *http.ServeMux, b PackageBackend) {
@@ -38,6 +40,7 @@ func packageRoutes(mux *http.ServeMux, b PackageBackend) {
 	})
 	handle(mux, "GET /v1/packages", func(r *http.Request) (any, error) { return b.ListPackages(r.Context()) })
 	handle(mux, "GET /v1/packages/{ref}", func(r *http.Request) (any, error) { return b.FindPackage(r.Context(), r.PathValue("ref")) })
+	handle(mux, "POST /v1/packages/{cid}/fetch", func(r *http.Request) (any, error) { return b.FetchPackage(r.Context(), r.PathValue("cid")) })
 }
 
 // AddPackage calls POST /v1/packages.
@@ -56,4 +59,10 @@ func (c *Client) ListPackages(ctx context.Context) ([]Package, error) {
 func (c *Client) FindPackage(ctx context.Context, ref string) (Package, error) {
 	var out Package
 	return out, c.do(ctx, http.MethodGet, "/v1/packages/"+url.PathEscape(ref), nil, &out)
+}
+
+// FetchPackage calls POST /v1/packages/{cid}/fetch.
+func (c *Client) FetchPackage(ctx context.Context, cid string) (Package, error) {
+	var out Package
+	return out, c.do(ctx, http.MethodPost, "/v1/packages/"+url.PathEscape(cid)+"/fetch", struct{}{}, &out)
 }

@@ -1,0 +1,245 @@
+// Package exchange moves blocks between members of the tree over the
+// protocol /swdist/blocks/1.0.0: a node asks a peer for a list of CIDs and
+// gets each block or "missing" back; every block is checked against its CID
+// before it is stored. A relay that is asked for blocks it does not hold
+// fetches them from its own parent first (pull-through), so that a package
+// crosses each link about once, whoever asks first.
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+
+	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/internal/wire"
+)
+
+// Protocol asks a peer for blocks.
+const Protocol protocol.ID = "/swdist/blocks/1.0.0"
+
+// Limits of one request.
+const (
+	MaxWant      = 64        // CIDs per request
+	maxBlock     = 1<<20 + 1 // a block frame: a chunk, or part of a root
+	maxWantBytes = MaxWant * 80
+	streams      = 4 // requests in flight to one peer
+	timeout      = 2 * time.Minute
+)
+
+type want struct {
+	CIDs [][]byte `cbor:"0,keyasint"`
+}
+
+type reply struct {
+	CID     []byte `cbor:"0,keyasint"`
+	Data    []byte `cbor:"1,keyasint,omitempty"`
+	Missing bool   `cbor:"2,keyasint,omitempty"`
+}
+
+// Config configures a Service.
+type Config struct {
+	Member *member.Service
+	Store  *blocks.Store
+	// Upstream, if set, fetches blocks this node does not hold before it
+	// answers for them.
+	Upstream func(ctx context.Context, cids []cid.Cid) error
+	Logger   *slog.Logger
+}
+
+// Service serves and fetches blocks.
+type Service struct {
+	h   host.Host
+	cfg Config
+	log *slog.Logger
+
+	mu     sync.Mutex
+	bad    map[peer.ID]int // blocks that did not match their CID, by peer
+	served map[peer.ID]int // blocks sent, by peer
+}
+
+// New makes a Service; Start serves the protocol.
+func New(h host.Host, cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}}
+}
+
+// Start serves the protocol to verified members.
+func (s *Service) Start() {
+	s.h.SetStreamHandler(Protocol, s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
+		defer str.Close()
+		_ = str.SetDeadline(time.Now().Add(timeout))
+		var w want
+		if err := wire.Read(str, maxWantBytes, &w); err != nil || len(w.CIDs) > MaxWant {
+			_ = str.Reset()
+			return
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		defer cancel()
+		ids := make([]cid.Cid, 0, len(w.CIDs))
+		for _, b := range w.CIDs {
+			c, err := cid.Cast(b)
+			if err != nil {
+				_ = str.Reset()
+				return
+			}
+			ids = append(ids, c)
+		}
+		if s.cfg.Upstream != nil {
+			var absent []cid.Cid
+			for _, c := range ids {
+				if ok, _ := s.cfg.Store.Has(ctx, c); !ok {
+					absent = append(absent, c)
+				}
+			}
+			if len(absent) > 0 {
+				if err := s.cfg.Upstream(ctx, absent); err != nil {
+					s.log.Debug("pull blocks through from upstream", "for", pr.ID, "n", len(absent), "err", err)
+				}
+			}
+		}
+		for _, c := range ids {
+			data, err := s.cfg.Store.Get(ctx, c)
+			r := reply{CID: c.Bytes(), Data: data}
+			if err != nil {
+				r = reply{CID: c.Bytes(), Missing: true}
+				if !errors.Is(err, blocks.ErrNotFound) {
+					s.log.Error("serve block", "cid", c, "err", err)
+				}
+			}
+			if err := wire.Write(str, r); err != nil {
+				return
+			}
+			if !r.Missing {
+				s.mu.Lock()
+				s.served[pr.ID]++
+				s.mu.Unlock()
+			}
+		}
+	}))
+}
+
+// Close stops serving.
+func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
+
+// BadBlocks counts the blocks each peer sent that did not match their CID.
+func (s *Service) BadBlocks() map[peer.ID]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.bad)
+}
+
+// Served counts the blocks this node sent, by peer.
+func (s *Service) Served() map[peer.ID]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.served)
+}
+
+// Fetch gets the blocks cids from p into the store, in a random order (so
+// that peers asking at once spread over the blocks), several requests at a
+// time, checking each. It returns the CIDs p did not deliver.
+func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
+	order := append([]cid.Cid(nil), cids...)
+	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
+	var (
+		mu      sync.Mutex
+		missing []cid.Cid
+		errs    []error
+		wg      sync.WaitGroup
+	)
+	sem := make(chan struct{}, streams)
+	for i := 0; i < len(order); i += MaxWant {
+		group := order[i:min(i+MaxWant, len(order))]
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			wg.Wait()
+			return append(missing, order[i:]...), ctx.Err()
+		}
+		wg.Add(1)
+		go func() {
+			defer func() { <-sem; wg.Done() }()
+			got, err := s.fetchGroup(ctx, p, group)
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range group {
+				if !got[c.KeyString()] {
+					missing = append(missing, c)
+				}
+			}
+			if err != nil {
+				errs = append(errs, err)
+			}
+		}()
+	}
+	wg.Wait()
+	return missing, errors.Join(errs...)
+}
+
+func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (map[string]bool, error) {
+	got := map[string]bool{}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	str, err := s.h.NewStream(ctx, p, Protocol)
+	if err != nil {
+		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
+	}
+	defer str.Close()
+	if dl, ok := ctx.Deadline(); ok {
+		_ = str.SetDeadline(dl)
+	}
+	w := want{CIDs: make([][]byte, len(group))}
+	wanted := map[string]bool{}
+	for i, c := range group {
+		w.CIDs[i] = c.Bytes()
+		wanted[c.KeyString()] = true
+	}
+	if err := wire.Write(str, w); err != nil {
+		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
+	}
+	for range group {
+		var r reply
+		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
+			return got, fmt.Errorf("blocks from %s: %w", p, err)
+		}
+		c, err := cid.Cast(r.CID)
+		if err != nil || !wanted[c.KeyString()] {
+			s.penalise(p)
+			return got, fmt.Errorf("blocks from %s: a block that was not asked for", p)
+		}
+		if r.Missing {
+			continue
+		}
+		if err := s.cfg.Store.Put(ctx, c, r.Data); err != nil {
+			if errors.Is(err, blocks.ErrCorrupt) {
+				s.penalise(p)
+				s.log.Warn("dropped a bad block", "from", p, "cid", c)
+				continue
+			}
+			return got, err
+		}
+		got[c.KeyString()] = true
+	}
+	return got, nil
+}
+
+func (s *Service) penalise(p peer.ID) {
+	s.mu.Lock()
+	s.bad[p]++
+	s.mu.Unlock()
+}
