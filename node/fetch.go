@@ -3,10 +3,12 @@ package node
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/swdist/swdist/content/pkg"
+	"github.com/swdist/swdist/gossip"
 )
 
 // pullThrough fetches, for a child that asked, the blocks this node does
@@ -45,4 +47,26 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error)
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
+}
+
+// prefetch fetches, in the background, the package a manifest names, so
+// that it is here before this relay's children ask for it.
+func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
+	root, err := cid.Decode(v.Package.CID)
+	if err != nil {
+		n.log.Warn("manifest names a bad package", "job", v.JobID, "err", err)
+		return
+	}
+	n.wg.Add(1)
+	go func() {
+		defer n.wg.Done()
+		ctx, cancel := context.WithDeadline(ctx, v.ExpiresAt)
+		defer cancel()
+		start := time.Now()
+		if r, err := n.fetchPackage(ctx, root); err != nil {
+			n.log.Warn("prefetch package", "job", v.JobID, "package", root, "err", err)
+		} else {
+			n.log.Info("package prefetched", "job", v.JobID, "package", r.Name+" "+r.Version, "took", time.Since(start).Round(time.Millisecond))
+		}
+	}()
 }

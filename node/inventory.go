@@ -17,6 +17,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/report"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/inventory"
+	"github.com/swdist/swdist/node/job"
 	"github.com/swdist/swdist/node/store"
 )
 
@@ -30,6 +31,7 @@ func (n *Node) startInventory(ctx context.Context) {
 	collectors := []inventory.Collector{
 		inventory.System{Identity: inventory.Identity{Role: string(c.Role), Site: c.Site, Groups: c.Groups, Version: Version}},
 		inventory.Packages{},
+		inventory.Swdist{List: n.installedForInventory},
 		inventory.Custom{Dir: n.home.InventoryDir()},
 	}
 	if n.opts.InventoryCollectors != nil {
@@ -45,6 +47,18 @@ func (n *Node) startInventory(ctx context.Context) {
 		Logger:     n.log,
 	})
 	n.goRun(ctx, "inventory", n.inv.Run)
+}
+
+func (n *Node) installedForInventory(ctx context.Context) ([]inventory.Installed, error) {
+	list, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]inventory.Installed, len(list))
+	for i, p := range list {
+		out[i] = inventory.Installed{Name: p.Name, Version: p.Version, CID: p.CID, At: p.At}
+	}
+	return out, nil
 }
 
 func (n *Node) loadOwnInventory(ctx context.Context) (inventory.Reported, bool, error) {
@@ -105,7 +119,8 @@ func (n *Node) checkReports(from peer.ID, reports []report.Report) []report.Repo
 }
 
 // inventoryJob runs an "inventory" job: collect and report now.
-func (n *Node) inventoryJob(ctx context.Context, _ gossip.Manifest) (string, error) {
+func (n *Node) inventoryJob(ctx context.Context, _ gossip.Manifest, step func(state, reason string)) (string, error) {
+	step(job.Running, "")
 	d, err := n.inv.CollectNow(ctx, "inventory job")
 	if err != nil {
 		return "", err

@@ -284,7 +284,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
 	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log, MaxConcurrent: n.cfg.Jobs.MaxConcurrent,
-		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob}})
+		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if v.Type == gossip.TypeCancel {
@@ -292,6 +292,9 @@ func (n *Node) Start(ctx context.Context) error {
 			} else {
 				if n.issuer != nil {
 					n.markWaiting(ctx, v)
+					if v.Package != nil && n.parent != "" {
+						n.prefetch(ctx, v)
+					}
 				}
 				if forMe {
 					n.exec.Take(v.Manifest)

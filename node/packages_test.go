@@ -7,8 +7,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/content/pkg"
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/admin"
 	"github.com/swdist/swdist/node/api"
 )
 
@@ -67,5 +71,72 @@ func TestPackageThroughTheTree(t *testing.T) {
 	}
 	if _, err := c.nodes["b1"].FetchPackage(ctx, "bafkreig6j5e4uiloae7hvjw5ifoqnlfbbqyg4kcp7gtx33odcsycbl4xrq"); err == nil {
 		t.Error("fetching a package nobody has succeeded")
+	}
+}
+
+// signInstall signs an install job for package p.
+func signInstall(t *testing.T, key crypto.PrivKey, adm admin.Signed, seq uint64, p api.Package, params map[string]string, target ...string) []byte {
+	t.Helper()
+	return signManifest(t, key, adm, seq, gossip.Manifest{Type: "install", Package: &gossip.Package{CID: p.CID, Size: p.StoredBytes},
+		Params: params}, target...)
+}
+
+// TestInstall: an install job puts the package on its targets (its script
+// runs there), the same version again is skipped, a failing script leaves
+// nothing, and the server's inventory lists the software installed.
+func TestInstall(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	p := addPackage(t, c, "server", map[string]string{"bin/hello": "#!/bin/sh\necho hello\n"}, "hello", "1.0")
+	job1, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 1, p,
+		map[string]string{"script": "./bin/hello > installed.txt"}, "site=a", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", job1.ID, "a1 and a2 installed it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 })
+	for _, name := range []string{"a1", "a2"} {
+		got, err := os.ReadFile(filepath.Join(c.home(name).Dir, "installed", "hello", "1.0", "installed.txt"))
+		if err != nil || string(got) != "hello\n" {
+			t.Errorf("%s: the script's output %q, %v", name, got, err)
+		}
+	}
+	eventually(t, "the server's inventory lists hello 1.0 on both", func() bool {
+		return sumAt(t, c.nodes["server"], api.InventoryQuery{By: []string{"software.version"},
+			Where: []string{"software.name=hello", "software.source=swdist"}})["1.0"] == 2
+	})
+
+	// The same version again: skipped.
+	job2, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 2, p, nil, "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", job2.ID, "a1 skipped it", func(s api.JobStatus) bool { return s.Counts["skipped"] == 1 })
+
+	// Version 2 whose script fails: nothing of it stays, version 1 stays.
+	p2 := addPackage(t, c, "server", map[string]string{"bin/hello": "#!/bin/sh\necho hello 2\n"}, "hello", "2.0")
+	job3, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 3, p2,
+		map[string]string{"script": "echo broken >&2; exit 4"}, "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := statusAt(t, c, "server", job3.ID, "a1 failed it", func(s api.JobStatus) bool { return s.Counts["failed"] == 1 })
+	if len(st.Failed) != 1 || st.Failed[0].Exit != 4 || !strings.Contains(st.Failed[0].Output, "broken") || !strings.Contains(st.Failed[0].Reason, "nothing was installed") {
+		t.Errorf("failed install: %+v", st.Failed)
+	}
+	dir := filepath.Join(c.home("a1").Dir, "installed", "hello")
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "1.0" {
+		t.Errorf("after a failed install of 2.0, %s holds %v; want 1.0 only", dir, entries)
+	}
+	// Version 2 with a good script: an upgrade, 1.0 goes.
+	job4, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 4, p2, nil, "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", job4.ID, "a1 upgraded", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
+	entries, _ = os.ReadDir(dir)
+	if len(entries) != 1 || entries[0].Name() != "2.0" {
+		t.Errorf("after the upgrade %s holds %v; want 2.0 only", dir, entries)
 	}
 }

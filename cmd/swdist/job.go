@@ -24,7 +24,7 @@ import (
 )
 
 // jobTypes are the job types that can be created now.
-var jobTypes = []string{"run", "inventory"}
+var jobTypes = []string{"run", "install", "inventory"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
@@ -34,8 +34,12 @@ func (a *app) jobCmd() *cobra.Command {
 
 type jobFlags struct {
 	typ, command, signKey, adminCert, out, window string
+	pkg, script                                   string
+	reinstall                                     bool
 	timeout, expires, notBefore, spread           time.Duration
 	targets                                       []string
+	// resolve finds a package known to the local daemon.
+	resolve func(ref string) (api.Package, error)
 }
 
 func (a *app) jobCreateCmd() *cobra.Command {
@@ -71,7 +75,13 @@ peer=P1,P2, subtree=P.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.typ, "type", "", "job type: "+strings.Join(jobTypes, ", ")+" (required)")
 	fl.StringVar(&f.command, "command", "", "for --type run: the command line to run")
-	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "for --type run: how long the command may run")
+	fl.StringVar(&f.pkg, "package", "", "for --type install: NAME@VERSION or the package's root CID (see 'swdist package ls')")
+	fl.StringVar(&f.script, "script", "", "for --type install: a command run in the unpacked package; if it fails, nothing is installed")
+	fl.BoolVar(&f.reinstall, "reinstall", false, "for --type install: install again where this version is already installed (default: skip)")
+	f.resolve = func(ref string) (api.Package, error) {
+		return call(a, func(c *api.Client, ctx context.Context) (api.Package, error) { return c.FindPackage(ctx, ref) })
+	}
+	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "for --type run and install: how long the command or script may run")
 	fl.StringArrayVar(&f.targets, "target", nil, "which nodes: all, site=S, group=G, role=R, peer=P1,P2, subtree=P; repeatable, combined as AND (required)")
 	fl.StringVar(&f.signKey, "sign-key", "", "the administrator's private key (required)")
 	fl.StringVar(&f.adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
@@ -96,6 +106,22 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 		m.Params = map[string]string{"command": f.command, "timeout": f.timeout.String()}
 	case "inventory":
 		// Each target collects its inventory now and reports what changed.
+	case "install":
+		if f.pkg == "" {
+			return nil, m, usagef("--type install needs --package NAME@VERSION or a package's CID (see 'swdist package ls')")
+		}
+		p, err := f.resolve(f.pkg)
+		if err != nil {
+			return nil, m, err
+		}
+		m.Package = &gossip.Package{CID: p.CID, Size: p.StoredBytes}
+		m.Params = map[string]string{"name": p.Name, "version": p.Version, "timeout": f.timeout.String()}
+		if f.script != "" {
+			m.Params["script"] = f.script
+		}
+		if f.reinstall {
+			m.Params["if_installed"] = "reinstall"
+		}
 	default:
 		return nil, m, usagef("--type %q is not available yet; available: %s", f.typ, strings.Join(jobTypes, ", "))
 	}

@@ -39,6 +39,9 @@ type Config struct {
 type Jobs struct {
 	// MaxConcurrent jobs run at once; the others wait their turn.
 	MaxConcurrent int `toml:"max_concurrent"`
+	// InstallRoot is where install jobs put packages, as NAME/VERSION; a
+	// relative path is under the node's home.
+	InstallRoot string `toml:"install_root"`
 }
 
 // Inventory configures this machine's inventory collection.
@@ -156,6 +159,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Jobs.MaxConcurrent == 0 {
 		c.Jobs.MaxConcurrent = 2
+	}
+	if c.Jobs.InstallRoot == "" {
+		c.Jobs.InstallRoot = "installed"
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"

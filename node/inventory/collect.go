@@ -234,6 +234,33 @@ func (Packages) Collect(ctx context.Context, inv *Inventory) error {
 	return errors.Join(errs...)
 }
 
+// Installed is software that swdist's install jobs put on this machine.
+type Installed struct {
+	Name, Version, CID string
+	At                 time.Time
+}
+
+// Swdist reports the software installed by swdist jobs.
+type Swdist struct {
+	List func(ctx context.Context) ([]Installed, error)
+}
+
+// Name implements Collector.
+func (Swdist) Name() string { return "swdist" }
+
+// Collect implements Collector.
+func (s Swdist) Collect(ctx context.Context, inv *Inventory) error {
+	list, err := s.List(ctx)
+	if err != nil {
+		return err
+	}
+	for _, p := range list {
+		inv.Add("software", Item{"name": p.Name, "version": p.Version, "source": "swdist", "cid": p.CID,
+			"installed_at": p.At.UTC().Format(time.RFC3339)})
+	}
+	return nil
+}
+
 // Custom reads operator-defined fields from the files in a directory
 // (inventory.d in the node's home): lines "key = value", '#' comments,
 // files read in name order so that a later file wins. Each key becomes the

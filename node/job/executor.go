@@ -30,6 +30,7 @@ const (
 	Expired   = "expired"
 	Skipped   = "skipped"
 	Cancelled = "cancelled"
+	Fetching  = "fetching"
 )
 
 // Final reports whether state ends a destination's run of a job.
@@ -70,8 +71,16 @@ type Config struct {
 	Logger  *slog.Logger
 }
 
-// Builtin runs a job of a type the node handles itself.
-type Builtin func(ctx context.Context, m gossip.Manifest) (string, error)
+// Builtin runs a job of a type the node handles itself. It reports its
+// steps (fetching, running) with step, and returns a line for the operator;
+// an *Ended error ends the job in the state it carries (failed with output,
+// skipped with why), any other error fails it.
+type Builtin func(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error)
+
+// Ended is how a Builtin ends a job otherwise than succeeded.
+type Ended struct{ Status }
+
+func (e *Ended) Error() string { return e.State + ": " + e.Reason }
 
 // Executor runs jobs.
 type Executor struct {
@@ -298,40 +307,59 @@ func (e *Executor) run(ctx context.Context, m gossip.Manifest) {
 			e.transition(Status{Job: m.JobID, State: Failed, Reason: fmt.Sprintf("job type %q is not supported by this node", m.Type)})
 			return
 		}
-		e.transition(Status{Job: m.JobID, State: Running})
 		ctx, cancel := context.WithDeadline(e.ctx, m.ExpiresAt)
-		out, err := f(ctx, m)
+		out, err := f(ctx, m, func(state, reason string) { e.transition(Status{Job: m.JobID, State: state, Reason: reason}) })
 		cancel()
 		if e.ctx.Err() != nil {
 			return // as for "run": ended as interrupted at the next start
 		}
-		if err != nil {
+		var ended *Ended
+		switch {
+		case errors.As(err, &ended):
+			ended.Job = m.JobID
+			e.transition(ended.Status)
+		case err != nil:
 			e.transition(Status{Job: m.JobID, State: Failed, Reason: err.Error()})
-			return
+		default:
+			e.transition(Status{Job: m.JobID, State: Succeeded, Output: out})
 		}
-		e.transition(Status{Job: m.JobID, State: Succeeded, Output: out})
 	}
 }
 
 // runCommand runs a "run" job's command line with /bin/sh, bounded by its
 // timeout and the job's expiry, keeping the tail of its output.
 func (e *Executor) runCommand(m gossip.Manifest) Status {
+	s := Shell(e.ctx, "", m.Params["command"], Timeout(m), e.cfg.MaxOutput)
+	s.Job = m.JobID
+	return s
+}
+
+// Timeout is a job's "timeout" parameter (default 10 minutes).
+func Timeout(m gossip.Manifest) time.Duration {
 	timeout, err := time.ParseDuration(m.Params["timeout"])
 	if err != nil || timeout <= 0 {
 		timeout = 10 * time.Minute
 	}
-	ctx, cancel := context.WithTimeout(e.ctx, timeout)
+	return timeout
+}
+
+// Shell runs command with /bin/sh in dir (empty: the current directory),
+// in its own process group killed whole at timeout or when ctx ends, and
+// keeps the last maxOutput bytes of its output.
+func Shell(ctx context.Context, dir, command string, timeout time.Duration, maxOutput int) Status {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	out := &tail{max: e.cfg.MaxOutput}
-	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", m.Params["command"])
+	out := &tail{max: maxOutput}
+	cmd := exec.CommandContext(ctx, "/bin/sh", "-c", command)
+	cmd.Dir = dir
 	cmd.Stdout, cmd.Stderr = out, out
 	// Its own process group, killed whole on timeout or stop: the shell's
 	// children go too, instead of living on with the output pipe.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
-	err = cmd.Run()
-	s := Status{Job: m.JobID, State: Succeeded}
+	err := cmd.Run()
+	s := Status{State: Succeeded}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:

@@ -70,3 +70,44 @@ func (s *Store) FindPackage(ctx context.Context, ref string) (Package, error) {
 	p.AddedAt = time.Unix(at, 0).UTC()
 	return p, err
 }
+
+// Installed is software an install job put on this machine.
+type Installed struct {
+	Name, Version, CID, Path, Job string
+	At                            time.Time
+}
+
+// RecordInstalled records software installed, replacing the record of the
+// same name and version.
+func (s *Store) RecordInstalled(ctx context.Context, i Installed) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO installed(name, version, cid, path, job_id, installed_at) VALUES(?, ?, ?, ?, ?, ?)
+		ON CONFLICT(name, version) DO UPDATE SET cid = excluded.cid, path = excluded.path, job_id = excluded.job_id,
+			installed_at = excluded.installed_at`, i.Name, i.Version, i.CID, i.Path, i.Job, i.At.Unix())
+	return err
+}
+
+// ForgetInstalled removes the record of software removed.
+func (s *Store) ForgetInstalled(ctx context.Context, name, version string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM installed WHERE name = ? AND version = ?`, name, version)
+	return err
+}
+
+// InstalledSoftware lists what install jobs put here.
+func (s *Store) InstalledSoftware(ctx context.Context) ([]Installed, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT name, version, cid, path, job_id, installed_at FROM installed ORDER BY name, version`)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []Installed
+	for rows.Next() {
+		var i Installed
+		var at int64
+		if err := rows.Scan(&i.Name, &i.Version, &i.CID, &i.Path, &i.Job, &at); err != nil {
+			return nil, err
+		}
+		i.At = time.Unix(at, 0).UTC()
+		out = append(out, i)
+	}
+	return out, rows.Err()
+}

@@ -1,0 +1,116 @@
+package node
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/ipfs/go-cid"
+
+	"github.com/swdist/swdist/content/pkg"
+	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/node/job"
+	"github.com/swdist/swdist/node/store"
+)
+
+// Parameters of an install job.
+const (
+	paramScript      = "script"       // run in the installed directory after unpacking
+	paramIfInstalled = "if_installed" // skip (default) or reinstall
+)
+
+// safeName is what a package's name and version may be, as they become
+// directories of the install root.
+var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
+
+// installDir is where a package's version is installed.
+func (n *Node) installDir(name, version string) string {
+	root := n.cfg.Jobs.InstallRoot
+	if !filepath.IsAbs(root) {
+		root = filepath.Join(n.home.Dir, root)
+	}
+	return filepath.Join(root, name, version)
+}
+
+// installJob runs an "install" job: fetch the package through the tree,
+// unpack it into the install root (name/version), run its script there,
+// and record it; a failed script leaves no trace of this version. Other
+// versions of the same package are removed once this one is in place.
+func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
+	if m.Package == nil {
+		return "", fmt.Errorf("the install job names no package")
+	}
+	root, err := cid.Decode(m.Package.CID)
+	if err != nil {
+		return "", fmt.Errorf("package %q: %w", m.Package.CID, err)
+	}
+	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
+	r, err := n.fetchPackage(ctx, root)
+	if err != nil {
+		return "", err
+	}
+	if !safeName.MatchString(r.Name) || !safeName.MatchString(r.Version) {
+		return "", fmt.Errorf("package name %q or version %q cannot name a directory", r.Name, r.Version)
+	}
+	dir := n.installDir(r.Name, r.Version)
+	have, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, i := range have {
+		if i.Name == r.Name && i.Version == r.Version && m.Params[paramIfInstalled] != "reinstall" {
+			return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: fmt.Sprintf("%s %s is already installed (%s)", r.Name, r.Version, i.Path)}}
+		}
+	}
+	step(job.Running, "unpacking into "+dir)
+	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
+		return "", err
+	}
+	staged := dir + ".new"
+	os.RemoveAll(staged) // a previous attempt that died half way
+	if err := pkg.Unpack(ctx, n.blocks, root, staged); err != nil {
+		return "", err
+	}
+	out := ""
+	if script := m.Params[paramScript]; script != "" {
+		s := job.Shell(ctx, staged, script, job.Timeout(m), 16<<10)
+		if s.State != job.Succeeded {
+			os.RemoveAll(staged) // rollback: the machine is as it was
+			s.Reason = "install script: " + s.Reason + "; nothing was installed"
+			return "", &job.Ended{Status: s}
+		}
+		out = s.Output
+	}
+	old := dir + ".old"
+	os.RemoveAll(old)
+	if _, err := os.Lstat(dir); err == nil {
+		if err := os.Rename(dir, old); err != nil {
+			os.RemoveAll(staged)
+			return "", err
+		}
+	}
+	if err := os.Rename(staged, dir); err != nil {
+		os.Rename(old, dir)
+		return "", err
+	}
+	os.RemoveAll(old)
+	if err := n.store.RecordInstalled(ctx, store.Installed{Name: r.Name, Version: r.Version, CID: root.String(), Path: dir, Job: m.JobID, At: time.Now()}); err != nil {
+		return "", err
+	}
+	for _, i := range have { // an upgrade: the other versions go
+		if i.Name == r.Name && i.Version != r.Version {
+			if err := os.RemoveAll(i.Path); err != nil {
+				n.log.Warn("remove the version replaced", "path", i.Path, "err", err)
+				continue
+			}
+			if err := n.store.ForgetInstalled(ctx, i.Name, i.Version); err != nil {
+				return "", err
+			}
+		}
+	}
+	n.inv.Trigger("installed " + r.Name + " " + r.Version)
+	return fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), nil
+}
