@@ -12,6 +12,8 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/spf13/cobra"
 
+	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/node"
@@ -92,6 +94,8 @@ type demoResult struct {
 	Outsider string    `json:"outsider"`
 	Job      demoJob   `json:"job"`
 	// Inventory is what the server sums over every machine of the tree.
+	// Install is the status at the server of the demo's install job.
+	Install   api.JobStatus   `json:"install"`
 	Inventory []inventory.Sum `json:"inventory"`
 	Seconds   float64         `json:"seconds"`
 }
@@ -173,11 +177,15 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	install, err := a.demoInstall(ctx, dir, nodes, say)
+	if err != nil {
+		return err
+	}
 	inv, err := a.demoInventory(ctx, nodes, say)
 	if err != nil {
 		return err
 	}
-	res := demoResult{Tree: t, Outsider: outsider, Job: job, Inventory: inv, Seconds: time.Since(start).Seconds()}
+	res := demoResult{Tree: t, Outsider: outsider, Job: job, Install: install, Inventory: inv, Seconds: time.Since(start).Seconds()}
 	say("\nDemo finished in %.1fs.", res.Seconds)
 	if a.json {
 		return a.emit(res, nil)
@@ -370,6 +378,7 @@ func (a *app) demoInventory(ctx context.Context, nodes map[string]*node.Node, sa
 	queries := []api.InventoryQuery{
 		{By: []string{"os.name", "os.version"}},
 		{By: []string{"custom.counter"}, Where: []string{"role=client"}},
+		{By: []string{"software.name", "software.version"}, Where: []string{"software.source=swdist"}},
 	}
 	var sums []inventory.Sum
 	for {
@@ -382,7 +391,7 @@ func (a *app) demoInventory(ctx context.Context, nodes map[string]*node.Node, sa
 			}
 			sums = append(sums, s)
 		}
-		if len(sums) == len(queries) && sums[0].Machines == len(demoLayout) && counted(sums[1]) == len(demoShelves) {
+		if len(sums) == len(queries) && sums[0].Machines == len(demoLayout) && counted(sums[1]) == len(demoShelves) && sums[2].Machines == demoInstalls {
 			break
 		}
 		select {
@@ -399,6 +408,10 @@ func (a *app) demoInventory(ctx context.Context, nodes map[string]*node.Node, sa
 	if !a.json {
 		printSum(a.out, sums[1], nil)
 	}
+	say("\nSoftware installed by swdist ('swdist inventory sum --by software.name --by software.version\n--where software.source=swdist'):\n")
+	if !a.json {
+		printSum(a.out, sums[2], nil)
+	}
 	return sums, nil
 }
 
@@ -411,4 +424,63 @@ func counted(s inventory.Sum) int {
 		}
 	}
 	return n
+}
+
+// demoInstalls is how many machines the demo's install job targets.
+const demoInstalls = 3
+
+// demoInstall adds a package on the server and has alice install it on the
+// clients of site b: each fetches it from its relay, which fetched it once
+// from the server.
+func (a *app) demoInstall(ctx context.Context, dir string, nodes map[string]*node.Node, say func(string, ...any)) (api.JobStatus, error) {
+	src := filepath.Join(dir, "hello-src")
+	if err := os.MkdirAll(filepath.Join(src, "bin"), 0o755); err != nil {
+		return api.JobStatus{}, err
+	}
+	if err := os.WriteFile(filepath.Join(src, "bin", "hello"), []byte("#!/bin/sh\necho hello from swdist\n"), 0o755); err != nil {
+		return api.JobStatus{}, err
+	}
+	server := nodes["server"]
+	bs, err := blocks.Open(filepath.Join(dir, "server", "blocks"))
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	res, err := pkg.Build(ctx, src, "hello", "1.0", bs, pkg.BuildOptions{})
+	bs.Close()
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	p, err := server.AddPackage(ctx, api.Package{CID: res.Root.String()})
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	say("\nPackage hello@1.0 added on the server: %s ('swdist package add').", p.CID)
+	f := jobFlags{typ: "install", pkg: p.CID, script: "./bin/hello > hello.log", timeout: time.Minute, expires: time.Hour,
+		targets: []string{"site=b", "role=client"}, signKey: filepath.Join(dir, "alice.key"),
+		resolve: func(ref string) (api.Package, error) { return server.FindPackage(ctx, ref) }}
+	raw, m, err := f.sign()
+	if err != nil {
+		return api.JobStatus{}, err
+	}
+	if _, err := server.SubmitJob(ctx, api.JobSubmit{Manifest: raw}); err != nil {
+		return api.JobStatus{}, err
+	}
+	for {
+		st, err := server.JobStatus(ctx, m.JobID, false)
+		if err != nil {
+			return api.JobStatus{}, err
+		}
+		if st.Done {
+			say("Alice installs it on %s (job %s, 'swdist job create --type install'): %s.", m.Target, short(m.JobID), statusLine(st))
+			if st.Counts["succeeded"] != demoInstalls {
+				return st, fmt.Errorf("the demo's install job: %s", statusLine(st))
+			}
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return st, fmt.Errorf("the install job did not finish: %s: %w", statusLine(st), ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }

@@ -74,7 +74,11 @@ func TestDemo(t *testing.T) {
 	if st := res.Job.Status; st.Expected != 3 || st.Counts["succeeded"] != 3 || st.DonePercent != 100 {
 		t.Errorf("demo job status at the server: %+v", st)
 	}
-	if len(res.Inventory) != 2 || res.Inventory[0].Machines != len(demoLayout) || counted(res.Inventory[1]) != len(demoShelves) {
+	if res.Install.Counts["succeeded"] != demoInstalls {
+		t.Errorf("demo install: %+v", res.Install)
+	}
+	if len(res.Inventory) != 3 || res.Inventory[0].Machines != len(demoLayout) || counted(res.Inventory[1]) != len(demoShelves) ||
+		len(res.Inventory[2].Rows) != 1 || res.Inventory[2].Rows[0].Value != "hello / 1.0" || res.Inventory[2].Rows[0].Count != demoInstalls {
 		t.Errorf("demo inventory sums: %+v", res.Inventory)
 	}
 }
