@@ -575,6 +575,22 @@ func TestJobsCLI(t *testing.T) {
 		t.Errorf("retry of a job that failed nowhere: exit %d, %s", r.code, r.stderr)
 	}
 
+	// A package added on the server, installed on both clients through the
+	// relay, shows in the server's inventory.
+	src := filepath.Join(dir, "pkgsrc")
+	if err := os.MkdirAll(src, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, filepath.Join(src, "tool.sh"), "#!/bin/sh\necho tool\n", 0o755)
+	must(t, nil, p.homes["S"], "package", "add", src, "--name", "tool", "--version", "1.0")
+	var inst api.JobCreated
+	must(t, &inst, p.homes["S"], "job", "create", "--type", "install", "--package", "tool@1.0", "--script", "./tool.sh",
+		"--target", "role=client", "--sign-key", key, "--json")
+	waitStatus(t, p.homes["S"], inst.ID, "both clients installed tool", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 })
+	if _, err := os.Stat(filepath.Join(p.homes["C2"], "installed", "tool", "1.0", "tool.sh")); err != nil {
+		t.Errorf("C2 has no tool installed: %v", err)
+	}
+
 	var d api.JobDetail
 	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
 	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {
@@ -589,7 +605,9 @@ func TestJobsCLI(t *testing.T) {
 	}{
 		{"no key", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all"}, 2, "--sign-key"},
 		{"bad target", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "colour=red", "--sign-key", key}, 2, "unknown key"},
-		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, inventory"},
+		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, install, inventory"},
+		{"install without package", p.homes["S"], []string{"job", "create", "--type", "install", "--target", "all", "--sign-key", key}, 2, "--package"},
+		{"install of an unknown package", p.homes["S"], []string{"job", "create", "--type", "install", "--package", "nope@1", "--target", "all", "--sign-key", key}, 1, "no such package"},
 		{"bad window", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all", "--sign-key", key, "--window", "nightly"}, 2, "HH:MM-HH:MM"},
 		{"spread past expiry", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all", "--sign-key", key, "--spread", "48h"}, 2, "--spread"},
 		{"submitted to a client", p.homes["C1"], []string{"job", "submit", file}, 1, "client"},
