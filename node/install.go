@@ -114,3 +114,30 @@ func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(stat
 	n.inv.Trigger("installed " + r.Name + " " + r.Version)
 	return fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), nil
 }
+
+// recoverInstalls, at start, finishes what a crash interrupted: a version
+// that was being replaced and is missing gets its previous files back, and
+// half-unpacked staging directories go.
+func (n *Node) recoverInstalls(ctx context.Context) error {
+	have, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return err
+	}
+	for _, i := range have {
+		if _, err := os.Lstat(i.Path); err == nil {
+			continue
+		}
+		if _, err := os.Lstat(i.Path + ".old"); err == nil {
+			n.log.Warn("restoring files of an install the node did not finish", "path", i.Path)
+			if err := os.Rename(i.Path+".old", i.Path); err != nil {
+				return err
+			}
+		}
+	}
+	staged, _ := filepath.Glob(n.installDir("*", "*") + ".new")
+	for _, s := range staged {
+		n.log.Warn("removing a package the node did not finish unpacking", "path", s)
+		os.RemoveAll(s)
+	}
+	return nil
+}

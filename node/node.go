@@ -310,6 +310,9 @@ func (n *Node) Start(ctx context.Context) error {
 		return err
 	}
 	n.gossip = g
+	if err := n.recoverInstalls(ctx); err != nil {
+		return fmt.Errorf("recover interrupted installs: %w", err)
+	}
 	if err := n.exec.Recover(func(id string) (gossip.Manifest, error) {
 		raw, err := n.store.ManifestRaw(ctx, id)
 		if err != nil {

@@ -140,3 +140,33 @@ func TestInstall(t *testing.T) {
 		t.Errorf("after the upgrade %s holds %v; want 2.0 only", dir, entries)
 	}
 }
+
+// TestInstallInterrupted: a client stopped while its install script runs
+// comes back with the job failed ("interrupted") and no trace of the
+// half-done install.
+func TestInstallInterrupted(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	p := addPackage(t, c, "server", map[string]string{"bin/slow": "x"}, "slow", "1.0")
+	a1 := c.id("a1").String()
+	started := filepath.Join(c.home("a1").Dir, "started")
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 1, p,
+		map[string]string{"script": "touch " + started + "; sleep 30"}, "peer="+a1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 runs the install script", func() bool { _, err := os.Stat(started); return err == nil })
+	if err := c.nodes["a1"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	c.start("a1")
+	st := statusAt(t, c, "server", job.ID, "a1 ended the install as failed", func(s api.JobStatus) bool { return s.Counts["failed"] == 1 })
+	if len(st.Failed) != 1 || !strings.Contains(st.Failed[0].Reason, "interrupted") {
+		t.Errorf("failed: %+v", st.Failed)
+	}
+	entries, _ := os.ReadDir(filepath.Join(c.home("a1").Dir, "installed", "slow"))
+	if len(entries) != 0 {
+		t.Errorf("left after the interrupted install: %v", entries)
+	}
+}
