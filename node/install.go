@@ -141,3 +141,67 @@ func (n *Node) recoverInstalls(ctx context.Context) error {
 	}
 	return nil
 }
+
+// uninstallJob runs an "uninstall" job: the package's optional script
+// runs in its directory, then its files and record go. Params: name, and
+// version (default: every version installed).
+func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
+	name, version := m.Params["name"], m.Params["version"]
+	have, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return "", err
+	}
+	var gone []string
+	for _, i := range have {
+		if i.Name != name || (version != "" && i.Version != version) {
+			continue
+		}
+		if len(gone) == 0 {
+			step(job.Running, "")
+		}
+		if script := m.Params[paramScript]; script != "" {
+			if s := job.Shell(ctx, i.Path, script, job.Timeout(m), 16<<10); s.State != job.Succeeded {
+				s.Reason = "uninstall script: " + s.Reason + "; the package stays installed"
+				return "", &job.Ended{Status: s}
+			}
+		}
+		if err := os.RemoveAll(i.Path); err != nil {
+			return "", fmt.Errorf("remove %s: %w", i.Path, err)
+		}
+		if err := n.store.ForgetInstalled(ctx, i.Name, i.Version); err != nil {
+			return "", err
+		}
+		gone = append(gone, i.Name+" "+i.Version)
+	}
+	if len(gone) == 0 {
+		what := name
+		if version != "" {
+			what += " " + version
+		}
+		return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: what + " is not installed here"}}
+	}
+	n.inv.Trigger("uninstalled " + name)
+	return fmt.Sprintf("uninstalled %v", gone), nil
+}
+
+// transferJob runs a "transfer" job: the package is fetched and kept here
+// (staged for a later install), nothing else.
+func (n *Node) transferJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
+	if m.Package == nil {
+		return "", fmt.Errorf("the transfer job names no package")
+	}
+	root, err := cid.Decode(m.Package.CID)
+	if err != nil {
+		return "", fmt.Errorf("package %q: %w", m.Package.CID, err)
+	}
+	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
+	r, err := n.fetchPackage(ctx, root)
+	if err != nil {
+		return "", err
+	}
+	if err := n.store.AddPackage(ctx, store.Package{CID: root.String(), Name: r.Name, Version: r.Version, Size: r.Size,
+		Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("staged %s %s (%d bytes)", r.Name, r.Version, r.Stored), nil
+}

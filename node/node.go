@@ -284,7 +284,8 @@ func (n *Node) Start(ctx context.Context) error {
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
 	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log, MaxConcurrent: n.cfg.Jobs.MaxConcurrent,
-		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob}})
+		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob, "uninstall": n.uninstallJob,
+			"transfer": n.transferJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if v.Type == gossip.TypeCancel {

@@ -139,6 +139,42 @@ func TestInstall(t *testing.T) {
 	if len(entries) != 1 || entries[0].Name() != "2.0" {
 		t.Errorf("after the upgrade %s holds %v; want 2.0 only", dir, entries)
 	}
+
+	// Uninstall from a1: its files go, and the server's inventory knows.
+	uninstall := func(seq uint64) string {
+		t.Helper()
+		j, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, seq,
+			gossip.Manifest{Type: "uninstall", Params: map[string]string{"name": "hello"}}, "peer="+c.id("a1").String())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j.ID
+	}
+	statusAt(t, c, "server", uninstall(5), "a1 uninstalled hello", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
+	if _, err := os.Stat(filepath.Join(dir, "2.0")); !os.IsNotExist(err) {
+		t.Errorf("hello 2.0 still on a1: %v", err)
+	}
+	eventually(t, "the server's inventory lists hello on a2 only", func() bool {
+		return sumAt(t, c.nodes["server"], api.InventoryQuery{By: []string{"software.version"},
+			Where: []string{"software.name=hello", "software.source=swdist"}})["1.0"] == 1 &&
+			sumAt(t, c.nodes["server"], api.InventoryQuery{By: []string{"software.version"},
+				Where: []string{"software.name=hello", "software.source=swdist"}})["2.0"] == 0
+	})
+	statusAt(t, c, "server", uninstall(6), "uninstalling again is skipped", func(s api.JobStatus) bool { return s.Counts["skipped"] == 1 })
+
+	// Transfer: b1 stages the package, installs nothing.
+	tr, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 7,
+		gossip.Manifest{Type: "transfer", Package: &gossip.Package{CID: p2.CID, Size: p2.StoredBytes}}, "peer="+c.id("b1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", tr.ID, "b1 staged it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
+	if got, err := c.nodes["b1"].FindPackage(ctx, "hello@2.0"); err != nil || !got.Held {
+		t.Errorf("b1 after the transfer: %+v, %v", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(c.home("b1").Dir, "installed")); !os.IsNotExist(err) {
+		t.Errorf("a transfer installed something: %v", err)
+	}
 }
 
 // TestInstallInterrupted: a client stopped while its install script runs

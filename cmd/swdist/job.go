@@ -24,7 +24,7 @@ import (
 )
 
 // jobTypes are the job types that can be created now.
-var jobTypes = []string{"run", "install", "inventory"}
+var jobTypes = []string{"run", "install", "uninstall", "transfer", "inventory"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
@@ -75,8 +75,8 @@ peer=P1,P2, subtree=P.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.typ, "type", "", "job type: "+strings.Join(jobTypes, ", ")+" (required)")
 	fl.StringVar(&f.command, "command", "", "for --type run: the command line to run")
-	fl.StringVar(&f.pkg, "package", "", "for --type install: NAME@VERSION or the package's root CID (see 'swdist package ls')")
-	fl.StringVar(&f.script, "script", "", "for --type install: a command run in the unpacked package; if it fails, nothing is installed")
+	fl.StringVar(&f.pkg, "package", "", "for --type install and transfer: NAME@VERSION or the package's root CID (see 'swdist package ls'); for uninstall: NAME or NAME@VERSION")
+	fl.StringVar(&f.script, "script", "", "for --type install: a command run in the unpacked package, if it fails nothing is installed; for uninstall: run before the files go")
 	fl.BoolVar(&f.reinstall, "reinstall", false, "for --type install: install again where this version is already installed (default: skip)")
 	f.resolve = func(ref string) (api.Package, error) {
 		return call(a, func(c *api.Client, ctx context.Context) (api.Package, error) { return c.FindPackage(ctx, ref) })
@@ -106,6 +106,25 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 		m.Params = map[string]string{"command": f.command, "timeout": f.timeout.String()}
 	case "inventory":
 		// Each target collects its inventory now and reports what changed.
+	case "uninstall":
+		name, version, _ := strings.Cut(f.pkg, "@")
+		if name == "" {
+			return nil, m, usagef("--type uninstall needs --package NAME (every version) or NAME@VERSION")
+		}
+		m.Params = map[string]string{"name": name, "version": version, "timeout": f.timeout.String()}
+		if f.script != "" {
+			m.Params["script"] = f.script
+		}
+	case "transfer":
+		if f.pkg == "" {
+			return nil, m, usagef("--type transfer needs --package NAME@VERSION or a package's CID (see 'swdist package ls')")
+		}
+		p, err := f.resolve(f.pkg)
+		if err != nil {
+			return nil, m, err
+		}
+		m.Package = &gossip.Package{CID: p.CID, Size: p.StoredBytes}
+		m.Params = map[string]string{"name": p.Name, "version": p.Version}
 	case "install":
 		if f.pkg == "" {
 			return nil, m, usagef("--type install needs --package NAME@VERSION or a package's CID (see 'swdist package ls')")
