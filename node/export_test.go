@@ -13,6 +13,3 @@ import (
 func (n *Node) ApplyReportsFrom(ctx context.Context, from peer.ID, rs []report.Report) error {
 	return n.applyReports(ctx, from, rs)
 }
-
-// BlocksServed counts the blocks this node sent, by peer.
-func (n *Node) BlocksServed() map[peer.ID]int { return n.exchange.Served() }

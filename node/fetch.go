@@ -6,18 +6,49 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
 )
 
-// pullThrough fetches, for a child that asked, the blocks this node does
-// not hold from its parent (the root has nowhere to go).
+// pullThrough fetches the blocks this node does not hold from its parent
+// (the root has nowhere to go), each once however many ask for it at the
+// same time: a block already being fetched is waited for, not asked again.
 func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid) error {
 	if n.parent == "" {
 		return nil
 	}
-	missing, err := n.exchange.Fetch(ctx, n.parent, cids)
+	var mine []cid.Cid
+	var theirs []chan struct{}
+	n.fetchMu.Lock()
+	for _, c := range cids {
+		if ch, ok := n.fetching[c.KeyString()]; ok {
+			theirs = append(theirs, ch)
+			continue
+		}
+		n.fetching[c.KeyString()] = make(chan struct{})
+		mine = append(mine, c)
+	}
+	n.fetchMu.Unlock()
+	var missing []cid.Cid
+	var err error
+	if len(mine) > 0 {
+		missing, err = n.exchange.Fetch(ctx, n.parent, mine)
+		n.fetchMu.Lock()
+		for _, c := range mine {
+			close(n.fetching[c.KeyString()])
+			delete(n.fetching, c.KeyString())
+		}
+		n.fetchMu.Unlock()
+	}
+	for _, ch := range theirs {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if err == nil && len(missing) > 0 {
 		err = fmt.Errorf("%d of %d blocks not found at the parent", len(missing), len(cids))
 	}
@@ -70,3 +101,10 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 		}
 	}()
 }
+
+// BlocksServed counts the blocks this node sent, by peer.
+func (n *Node) BlocksServed() map[peer.ID]int { return n.exchange.Served() }
+
+// ReportsReceived counts the report batches and reports this node's
+// children sent it.
+func (n *Node) ReportsReceived() (batches, reports int) { return n.reports.Received() }

@@ -84,6 +84,9 @@ type Node struct {
 	mu         sync.Mutex
 	invRefused map[string]int // inventory reports refused, by reason
 
+	fetchMu  sync.Mutex
+	fetching map[string]chan struct{} // blocks being fetched from the parent, closed when done
+
 	started time.Time
 	cancel  context.CancelFunc
 	wg      sync.WaitGroup
@@ -103,7 +106,7 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}}
+	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]chan struct{}{}}
 	defer func() {
 		if err != nil {
 			n.Close() // whatever was opened before the error

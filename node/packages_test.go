@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
@@ -53,15 +54,23 @@ func TestPackageThroughTheTree(t *testing.T) {
 	ctx := context.Background()
 	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: several chunks
 	p := addPackage(t, c, "server", map[string]string{"bin/app": big, "etc/app.conf": "x = 1\n"}, "app", "1.0")
+	// Both at once: the relay fetches each block once all the same.
+	var wg sync.WaitGroup
 	for _, name := range []string{"a1", "a2"} {
-		got, err := c.nodes[name].FetchPackage(ctx, p.CID)
-		if err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-		if !got.Held || got.Name != "app" || got.Chunks != p.Chunks {
-			t.Errorf("%s: %+v", name, got)
-		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, err := c.nodes[name].FetchPackage(ctx, p.CID)
+			if err != nil {
+				t.Errorf("%s: %v", name, err)
+				return
+			}
+			if !got.Held || got.Name != "app" || got.Chunks != p.Chunks {
+				t.Errorf("%s: %+v", name, got)
+			}
+		}()
 	}
+	wg.Wait()
 	served := c.nodes["server"].BlocksServed()
 	if len(served) != 1 || served[c.id("relay-a")] != p.Chunks+1 {
 		t.Errorf("the server served %v; want each of the %d blocks once, to relay-a", served, p.Chunks+1)

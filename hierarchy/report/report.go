@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"sync/atomic"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/host"
@@ -95,6 +96,14 @@ type Service struct {
 	cfg  Config
 	log  *slog.Logger
 	wake chan struct{}
+
+	batches, reports atomic.Int64 // received from children
+}
+
+// Received counts the batches and reports children sent and this node
+// applied.
+func (s *Service) Received() (batches, reports int) {
+	return int(s.batches.Load()), int(s.reports.Load())
 }
 
 // New makes a Service; Start registers the protocol, Run pumps the outbox.
@@ -133,6 +142,8 @@ func (s *Service) Start() {
 				s.log.Error("apply reports", "from", pr.ID, "err", err)
 				return ack{}, errors.New("parent could not store the reports; they will be sent again")
 			}
+			s.batches.Add(1)
+			s.reports.Add(int64(len(b.Reports)))
 			return ack{Applied: len(b.Reports)}, nil
 		})
 	}))

@@ -38,6 +38,7 @@ import (
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/inventory"
 )
 
 type flags struct {
@@ -204,7 +205,9 @@ func run(ctx context.Context, f flags) (err error) {
 	// built yet (Node.Close calls viewer.Close and revoker.Close on nil).
 	nodeCtx := context.WithoutCancel(ctx)
 	open := func(h home.Home) (*node.Node, error) {
-		nd, err := node.Open(nodeCtx, h, node.Options{NoAPI: true, Logger: log.With("node", filepath.Base(h.Dir))})
+		nd, err := node.Open(nodeCtx, h, node.Options{NoAPI: true, Logger: log.With("node", filepath.Base(h.Dir)),
+			// Thousands of machines in one process: no real inventory each.
+			InventoryCollectors: []inventory.Collector{}})
 		if err != nil {
 			return nil, err
 		}
