@@ -26,6 +26,20 @@ const (
 // directories of the install root.
 var safeName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._+-]{0,127}$`)
 
+// jobPackage fetches the package a job names, saying "fetching" first.
+func (n *Node) jobPackage(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (cid.Cid, pkg.Root, error) {
+	if m.Package == nil {
+		return cid.Undef, pkg.Root{}, fmt.Errorf("the %s job names no package", m.Type)
+	}
+	root, err := cid.Decode(m.Package.CID)
+	if err != nil {
+		return cid.Undef, pkg.Root{}, fmt.Errorf("package %q: %w", m.Package.CID, err)
+	}
+	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
+	r, err := n.fetchPackage(ctx, root)
+	return root, r, err
+}
+
 // installDir is where a package's version is installed.
 func (n *Node) installDir(name, version string) string {
 	root := n.cfg.Jobs.InstallRoot
@@ -40,15 +54,7 @@ func (n *Node) installDir(name, version string) string {
 // and record it; a failed script leaves no trace of this version. Other
 // versions of the same package are removed once this one is in place.
 func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
-	if m.Package == nil {
-		return "", fmt.Errorf("the install job names no package")
-	}
-	root, err := cid.Decode(m.Package.CID)
-	if err != nil {
-		return "", fmt.Errorf("package %q: %w", m.Package.CID, err)
-	}
-	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
-	r, err := n.fetchPackage(ctx, root)
+	root, r, err := n.jobPackage(ctx, m, step)
 	if err != nil {
 		return "", err
 	}
@@ -187,15 +193,7 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 // transferJob runs a "transfer" job: the package is fetched and kept here
 // (staged for a later install), nothing else.
 func (n *Node) transferJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
-	if m.Package == nil {
-		return "", fmt.Errorf("the transfer job names no package")
-	}
-	root, err := cid.Decode(m.Package.CID)
-	if err != nil {
-		return "", fmt.Errorf("package %q: %w", m.Package.CID, err)
-	}
-	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
-	r, err := n.fetchPackage(ctx, root)
+	root, r, err := n.jobPackage(ctx, m, step)
 	if err != nil {
 		return "", err
 	}
