@@ -10,8 +10,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"math/rand/v2"
 	"os"
 	"os/signal"
@@ -22,11 +20,10 @@ import (
 	"time"
 
 	"github.com/swdist/swdist/gossip"
-	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
-	"github.com/swdist/swdist/node/inventory"
+	"github.com/swdist/swdist/scripts/bench/benchtree"
 )
 
 func main() {
@@ -47,56 +44,24 @@ func main() {
 
 // bench holds the tree and when each node accepted each job.
 type bench struct {
-	dir   string
-	log   *slog.Logger
-	mu    sync.Mutex
-	nodes map[string]*node.Node
-	got   map[string]map[string]time.Time // job → node name → when accepted
+	*benchtree.Tree
+	mu  sync.Mutex
+	got map[string]map[string]time.Time // job → node name → when accepted
 }
 
-func (b *bench) open(ctx context.Context, name string) (*node.Node, error) {
-	n, err := node.Open(ctx, home.Home{Dir: filepath.Join(b.dir, name)}, node.Options{NoAPI: true, Logger: b.log,
-		// A thousand machines in one process: no real inventory each.
-		InventoryCollectors: []inventory.Collector{},
-		OnManifest: func(job string, forMe bool) {
-			if !forMe {
-				return
-			}
-			b.mu.Lock()
-			if b.got[job] == nil {
-				b.got[job] = map[string]time.Time{}
-			}
-			b.got[job][name] = time.Now()
-			b.mu.Unlock()
-		}})
-	if err != nil {
-		return nil, err
-	}
+func (b *bench) accepted(name, job string) {
 	b.mu.Lock()
-	b.nodes[name] = n
-	b.mu.Unlock()
-	return n, n.Start(ctx)
-}
-
-func (b *bench) join(ctx context.Context, parent *node.Node, name string, role cert.Role, site string) error {
-	tok, err := parent.CreateToken(ctx, api.TokenRequest{Role: string(role), Site: site})
-	if err != nil {
-		return err
+	defer b.mu.Unlock()
+	if b.got[job] == nil {
+		b.got[job] = map[string]time.Time{}
 	}
-	if _, err := node.Join(ctx, home.Home{Dir: filepath.Join(b.dir, name)}, node.JoinOptions{Token: tok.Token,
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
-		return fmt.Errorf("join %s: %w", name, err)
-	}
-	_, err = b.open(ctx, name)
-	return err
+	b.got[job][name] = time.Now()
 }
 
 // traffic counts, for each node, the copies received and sent on the wire.
 func (b *bench) traffic() map[string]gossip.Traffic {
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	out := map[string]gossip.Traffic{}
-	for name, n := range b.nodes {
+	for name, n := range b.Nodes() {
 		out[name] = n.GossipTraffic()
 	}
 	return out
@@ -133,56 +98,17 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	b := &bench{dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil)), nodes: map[string]*node.Node{}, got: map[string]map[string]time.Time{}}
-	defer func() {
-		for _, n := range b.nodes {
-			n.Close()
-		}
-	}()
-	if _, err := node.Init(home.Home{Dir: filepath.Join(dir, "server")}, node.InitOptions{Role: cert.RoleServer, Site: "hq",
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
-		return err
-	}
-	server, err := b.open(ctx, "server")
-	if err != nil {
-		return err
-	}
-	var clientNames []string
+	b := &bench{Tree: benchtree.New(dir), got: map[string]map[string]time.Time{}}
+	b.OnManifest = b.accepted
+	defer b.Close()
 	start := time.Now()
-	for r := range relays {
-		rname := fmt.Sprintf("r%02d", r)
-		if err := b.join(ctx, server, rname, cert.RoleRelay, rname); err != nil {
-			return err
-		}
-	}
-	sem := make(chan struct{}, 32)
-	errs := make(chan error, relays*clients)
-	var wg sync.WaitGroup
-	for r := range relays {
-		relay := b.nodes[fmt.Sprintf("r%02d", r)]
-		for c := range clients {
-			name := fmt.Sprintf("r%02d-c%03d", r, c)
-			clientNames = append(clientNames, name)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				if err := b.join(ctx, relay, name, cert.RoleClient, fmt.Sprintf("r%02d", r)); err != nil {
-					errs <- err
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	server, clientNames, err := b.Build(ctx, relays, clients)
+	if err != nil {
 		return err
 	}
 	total := 1 + relays + relays*clients
 	fmt.Printf("swdist gossip benchmark: %d hosts in one process on loopback (1 server, %d relays, %d clients each), enrolled in %s\n",
 		total, relays, clients, time.Since(start).Round(time.Millisecond))
-	time.Sleep(3 * time.Second) // let subscriptions settle
 
 	keyPath := filepath.Join(dir, "admin.key")
 	key, err := home.NewKey()
@@ -261,11 +187,9 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	rand.Shuffle(len(off), func(i, j int) { off[i], off[j] = off[j], off[i] })
 	off = off[:int(float64(len(off))*offlineShare)]
 	for _, name := range off {
-		b.mu.Lock()
-		n := b.nodes[name]
-		delete(b.nodes, name)
-		b.mu.Unlock()
-		n.Close()
+		if err := b.Stop(name); err != nil {
+			return err
+		}
 	}
 	job2, _, err := send(2)
 	if err != nil {
@@ -286,7 +210,7 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	back := map[string]time.Time{}
 	for _, name := range off {
 		back[name] = time.Now()
-		if _, err := b.open(ctx, name); err != nil {
+		if _, err := b.Open(ctx, name); err != nil {
 			return err
 		}
 	}

@@ -13,12 +13,9 @@ import (
 	"crypto/rand"
 	"flag"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
-	"sync"
 	"syscall"
 	"time"
 
@@ -28,11 +25,10 @@ import (
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
-	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
-	"github.com/swdist/swdist/node/inventory"
+	"github.com/swdist/swdist/scripts/bench/benchtree"
 )
 
 func main() {
@@ -55,90 +51,21 @@ func main() {
 	}
 }
 
-type tree struct {
-	dir   string
-	log   *slog.Logger
-	mu    sync.Mutex
-	nodes map[string]*node.Node
-}
-
-func (t *tree) open(ctx context.Context, name string) (*node.Node, error) {
-	n, err := node.Open(ctx, home.Home{Dir: filepath.Join(t.dir, name)}, node.Options{NoAPI: true, Logger: t.log,
-		// A thousand machines in one process: no real inventory each.
-		InventoryCollectors: []inventory.Collector{}})
-	if err != nil {
-		return nil, err
-	}
-	t.mu.Lock()
-	t.nodes[name] = n
-	t.mu.Unlock()
-	return n, n.Start(ctx)
-}
-
-func (t *tree) join(ctx context.Context, parent *node.Node, name string, role cert.Role, site string) error {
-	tok, err := parent.CreateToken(ctx, api.TokenRequest{Role: string(role), Site: site})
-	if err != nil {
-		return err
-	}
-	if _, err := node.Join(ctx, home.Home{Dir: filepath.Join(t.dir, name)}, node.JoinOptions{Token: tok.Token,
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
-		return fmt.Errorf("join %s: %w", name, err)
-	}
-	_, err = t.open(ctx, name)
-	return err
-}
-
 func run(ctx context.Context, relays, clients, size int) error {
 	dir, err := os.MkdirTemp("", "swdist-bench-install-")
 	if err != nil {
 		return err
 	}
 	defer os.RemoveAll(dir)
-	t := &tree{dir: dir, log: slog.New(slog.NewTextHandler(io.Discard, nil)), nodes: map[string]*node.Node{}}
-	defer func() {
-		for _, n := range t.nodes {
-			n.Close()
-		}
-	}()
-	if _, err := node.Init(home.Home{Dir: filepath.Join(dir, "server")}, node.InitOptions{Role: cert.RoleServer, Site: "hq",
-		Listen: []string{"/ip4/127.0.0.1/tcp/0"}}); err != nil {
-		return err
-	}
-	server, err := t.open(ctx, "server")
-	if err != nil {
-		return err
-	}
+	t := benchtree.New(dir)
+	defer t.Close()
 	start := time.Now()
-	for r := range relays {
-		if err := t.join(ctx, server, fmt.Sprintf("r%02d", r), cert.RoleRelay, fmt.Sprintf("site%02d", r)); err != nil {
-			return err
-		}
-	}
-	sem := make(chan struct{}, 32)
-	errs := make(chan error, relays*clients)
-	var wg sync.WaitGroup
-	for r := range relays {
-		relay := t.nodes[fmt.Sprintf("r%02d", r)]
-		for c := range clients {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				sem <- struct{}{}
-				defer func() { <-sem }()
-				if err := t.join(ctx, relay, fmt.Sprintf("r%02d-c%03d", r, c), cert.RoleClient, fmt.Sprintf("site%02d", r)); err != nil {
-					errs <- err
-				}
-			}()
-		}
-	}
-	wg.Wait()
-	close(errs)
-	if err := <-errs; err != nil {
+	server, _, err := t.Build(ctx, relays, clients)
+	if err != nil {
 		return err
 	}
 	fmt.Printf("swdist install benchmark: %d hosts in one process on loopback (1 server, %d relays, %d clients each), enrolled in %s\n",
 		1+relays+relays*clients, relays, clients, time.Since(start).Round(time.Millisecond))
-	time.Sleep(3 * time.Second) // let subscriptions settle
 
 	// The package: incompressible bytes, built into the server's store.
 	src := filepath.Join(dir, "src")
