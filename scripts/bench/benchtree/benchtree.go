@@ -10,10 +10,14 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/crypto"
+
+	"github.com/swdist/swdist/hierarchy/admin"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
@@ -152,4 +156,27 @@ func (t *Tree) Build(ctx context.Context, relays, clients int) (*node.Node, []st
 	}
 	time.Sleep(3 * time.Second) // let subscriptions settle
 	return server, names, nil
+}
+
+// Admin makes an administrator's key and has the server certify it for
+// the whole tree.
+func (t *Tree) Admin(ctx context.Context, server *node.Node) (crypto.PrivKey, admin.Signed, error) {
+	key, err := home.NewKey()
+	if err != nil {
+		return nil, admin.Signed{}, err
+	}
+	pub := filepath.Join(t.dir, "admin.pub")
+	if err := home.WritePub(pub, key.GetPublic()); err != nil {
+		return nil, admin.Signed{}, err
+	}
+	pubText, err := os.ReadFile(pub)
+	if err != nil {
+		return nil, admin.Signed{}, err
+	}
+	c, err := server.CertifyAdmin(ctx, api.AdminRequest{Name: "bench", PubKey: string(pubText)})
+	if err != nil {
+		return nil, admin.Signed{}, err
+	}
+	adm, err := node.ReadAdminCertText([]byte(c.Cert))
+	return key, adm, err
 }

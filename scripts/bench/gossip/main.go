@@ -13,16 +13,13 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
-	"path/filepath"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/swdist/swdist/gossip"
-	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
-	"github.com/swdist/swdist/node/home"
 	"github.com/swdist/swdist/scripts/bench/benchtree"
 )
 
@@ -110,24 +107,7 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	fmt.Printf("swdist gossip benchmark: %d hosts in one process on loopback (1 server, %d relays, %d clients each), enrolled in %s\n",
 		total, relays, clients, time.Since(start).Round(time.Millisecond))
 
-	keyPath := filepath.Join(dir, "admin.key")
-	key, err := home.NewKey()
-	if err != nil {
-		return err
-	}
-	pub := filepath.Join(dir, "admin.pub")
-	if err := home.WritePub(pub, key.GetPublic()); err != nil {
-		return err
-	}
-	pubText, _ := os.ReadFile(pub)
-	adm, err := server.CertifyAdmin(ctx, api.AdminRequest{Name: "bench", PubKey: string(pubText)})
-	if err != nil {
-		return err
-	}
-	if err := os.WriteFile(keyPath+".cert", []byte(adm.Cert), 0o644); err != nil {
-		return err
-	}
-	admCert, err := node.ReadAdminCert(keyPath + ".cert")
+	key, admCert, err := b.Admin(ctx, server)
 	if err != nil {
 		return err
 	}

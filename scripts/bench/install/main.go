@@ -25,9 +25,7 @@ import (
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
-	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
-	"github.com/swdist/swdist/node/home"
 	"github.com/swdist/swdist/scripts/bench/benchtree"
 )
 
@@ -92,20 +90,7 @@ func run(ctx context.Context, relays, clients, size int) error {
 	}
 	fmt.Printf("package:              %d bytes in %d chunks (%s)\n", p.StoredBytes, p.Chunks, p.CID)
 
-	key, err := home.NewKey()
-	if err != nil {
-		return err
-	}
-	pub := filepath.Join(dir, "admin.pub")
-	if err := home.WritePub(pub, key.GetPublic()); err != nil {
-		return err
-	}
-	pubText, _ := os.ReadFile(pub)
-	certText, err := server.CertifyAdmin(ctx, api.AdminRequest{Name: "bench", PubKey: string(pubText)})
-	if err != nil {
-		return err
-	}
-	adm, err := node.ReadAdminCertText([]byte(certText.Cert))
+	key, adm, err := t.Admin(ctx, server)
 	if err != nil {
 		return err
 	}
