@@ -6,12 +6,15 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/node/inventory"
 	"github.com/swdist/swdist/node/job"
 	"github.com/swdist/swdist/node/store"
 )
@@ -40,6 +43,42 @@ func (n *Node) jobPackage(ctx context.Context, m gossip.Manifest, step func(stat
 	return root, r, err
 }
 
+// Install conditions: a job's parameters that say where it may install.
+const (
+	paramOS      = "os"       // e.g. linux: runtime.GOOS must be it
+	paramArch    = "arch"     // e.g. amd64: runtime.GOARCH must be it
+	paramMinFree = "min_free" // bytes free at the install root beyond the package, e.g. 1G
+)
+
+// unmet says which install condition this machine does not meet ("" if
+// it meets them all); root is the install root, size the package's.
+func (n *Node) unmet(m gossip.Manifest, root string, size uint64) (string, error) {
+	if want := m.Params[paramOS]; want != "" && want != runtime.GOOS {
+		return fmt.Sprintf("condition os=%s not met: this machine runs %s", want, runtime.GOOS), nil
+	}
+	if want := m.Params[paramArch]; want != "" && want != runtime.GOARCH {
+		return fmt.Sprintf("condition arch=%s not met: this machine is %s", want, runtime.GOARCH), nil
+	}
+	if want := m.Params[paramMinFree]; want != "" {
+		need, ok := inventory.ParseNumber(want)
+		if !ok {
+			return "", fmt.Errorf("condition min_free=%q: not a size", want)
+		}
+		if err := os.MkdirAll(root, 0o755); err != nil {
+			return "", err
+		}
+		var st syscall.Statfs_t
+		if err := syscall.Statfs(root, &st); err != nil {
+			return "", fmt.Errorf("free space at %s: %w", root, err)
+		}
+		free := float64(st.Bavail) * float64(st.Bsize)
+		if free-float64(size) < need {
+			return fmt.Sprintf("condition min_free=%s not met: %.0f bytes free at %s, %d needed for the package", want, free, root, size), nil
+		}
+	}
+	return "", nil
+}
+
 // installDir is where a package's version is installed.
 func (n *Node) installDir(name, version string) string {
 	root := n.cfg.Jobs.InstallRoot
@@ -62,6 +101,11 @@ func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(stat
 		return "", fmt.Errorf("package name %q or version %q cannot name a directory", r.Name, r.Version)
 	}
 	dir := n.installDir(r.Name, r.Version)
+	if why, err := n.unmet(m, filepath.Dir(filepath.Dir(dir)), r.Size); err != nil {
+		return "", err
+	} else if why != "" {
+		return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: why}}
+	}
 	have, err := n.store.InstalledSoftware(ctx)
 	if err != nil {
 		return "", err

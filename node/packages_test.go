@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -214,4 +215,40 @@ func TestInstallInterrupted(t *testing.T) {
 	if len(entries) != 0 {
 		t.Errorf("left after the interrupted install: %v", entries)
 	}
+}
+
+// TestInstallConditions: a machine that does not meet a job's install
+// conditions skips it and says which.
+func TestInstallConditions(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	p := addPackage(t, c, "server", map[string]string{"f": "x"}, "cond", "1.0")
+	other := "arm64"
+	if runtime.GOARCH == "arm64" {
+		other = "amd64"
+	}
+	for i, tc := range []struct {
+		params map[string]string
+		want   string
+	}{
+		{map[string]string{"arch": other}, "condition arch=" + other + " not met"},
+		{map[string]string{"os": "plan9"}, "condition os=plan9 not met"},
+		{map[string]string{"min_free": "1000T"}, "condition min_free=1000T not met"},
+	} {
+		j, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, uint64(i+1), p, tc.params, "peer="+c.id("a1").String())})
+		if err != nil {
+			t.Fatal(err)
+		}
+		st := statusAt(t, c, "server", j.ID, "a1 skipped it", func(s api.JobStatus) bool { return s.Counts["skipped"] == 1 })
+		if len(st.Skipped) != 1 || !strings.Contains(st.Skipped[0].Reason, tc.want) {
+			t.Errorf("skipped: %+v, want %q", st.Skipped, tc.want)
+		}
+	}
+	ok, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 9, p,
+		map[string]string{"os": runtime.GOOS, "arch": runtime.GOARCH, "min_free": "1K"}, "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", ok.ID, "a1 installed it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
 }

@@ -72,7 +72,7 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 	for _, d := range states {
 		byPeer[d.Peer] = d
 	}
-	st := api.JobStatus{ID: id, Counts: map[string]int{}, Failed: []api.FailedDest{}, Subtrees: []api.SubtreeStatus{}}
+	st := api.JobStatus{ID: id, Counts: map[string]int{}, Failed: []api.FailedDest{}, Skipped: []api.FailedDest{}, Subtrees: []api.SubtreeStatus{}}
 	if destinations {
 		st.Destinations = map[string]string{}
 	}
@@ -88,8 +88,11 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 			state := "not reported"
 			if d, ok := byPeer[t.PeerID]; ok {
 				state = d.State
-				if d.State == job.Failed {
+				switch d.State {
+				case job.Failed:
 					st.Failed = append(st.Failed, api.FailedDest{PeerID: d.Peer, Reason: d.Reason, Exit: d.Exit, Output: d.Output})
+				case job.Skipped:
+					st.Skipped = append(st.Skipped, api.FailedDest{PeerID: d.Peer, Reason: d.Reason})
 				}
 			}
 			st.Counts[state]++

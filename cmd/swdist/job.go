@@ -20,6 +20,7 @@ import (
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 	"github.com/swdist/swdist/node/home"
+	"github.com/swdist/swdist/node/inventory"
 	"github.com/swdist/swdist/node/job"
 )
 
@@ -34,7 +35,7 @@ func (a *app) jobCmd() *cobra.Command {
 
 type jobFlags struct {
 	typ, command, signKey, adminCert, out, window string
-	pkg, script                                   string
+	pkg, script, needOS, needArch, minFree        string
 	reinstall                                     bool
 	timeout, expires, notBefore, spread           time.Duration
 	targets                                       []string
@@ -78,6 +79,9 @@ peer=P1,P2, subtree=P.`,
 	fl.StringVar(&f.pkg, "package", "", "for --type install and transfer: NAME@VERSION or the package's root CID (see 'swdist package ls'); for uninstall: NAME or NAME@VERSION")
 	fl.StringVar(&f.script, "script", "", "for --type install: a command run in the unpacked package, if it fails nothing is installed; for uninstall: run before the files go")
 	fl.BoolVar(&f.reinstall, "reinstall", false, "for --type install: install again where this version is already installed (default: skip)")
+	fl.StringVar(&f.needOS, "require-os", "", "for --type install: only on this OS (linux, ...); elsewhere the job is skipped")
+	fl.StringVar(&f.needArch, "require-arch", "", "for --type install: only on this architecture (amd64, arm64, ...); elsewhere skipped")
+	fl.StringVar(&f.minFree, "min-free", "", "for --type install: only where this much disk stays free beyond the package (e.g. 2G); elsewhere skipped")
 	f.resolve = func(ref string) (api.Package, error) {
 		return call(a, func(c *api.Client, ctx context.Context) (api.Package, error) { return c.FindPackage(ctx, ref) })
 	}
@@ -140,6 +144,14 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 		}
 		if f.reinstall {
 			m.Params["if_installed"] = "reinstall"
+		}
+		for k, v := range map[string]string{"os": f.needOS, "arch": f.needArch, "min_free": f.minFree} {
+			if v != "" {
+				m.Params[k] = v
+			}
+		}
+		if _, ok := inventory.ParseNumber(f.minFree); f.minFree != "" && !ok {
+			return nil, m, usagef("--min-free %q: a size like 500M or 2G", f.minFree)
 		}
 	default:
 		return nil, m, usagef("--type %q is not available yet; available: %s", f.typ, strings.Join(jobTypes, ", "))
@@ -360,6 +372,12 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 			fmt.Fprintf(tw, "%s\t%d\t%s\n", short(ss.PeerID), ss.Expected, strings.Join(parts, ", "))
 		}
 		tw.Flush()
+	}
+	if len(st.Skipped) > 0 {
+		fmt.Fprintln(w, "\nSkipped:")
+		for _, f := range st.Skipped {
+			fmt.Fprintf(w, "  %s  %s\n", f.PeerID, f.Reason)
+		}
 	}
 	if len(st.Failed) > 0 {
 		fmt.Fprintln(w, "\nFailed:")

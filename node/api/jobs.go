@@ -73,6 +73,9 @@ type JobStatus struct {
 	DonePercent float64         `json:"done_percent"`
 	Subtrees    []SubtreeStatus `json:"subtrees"`
 	Failed      []FailedDest    `json:"failed"`
+	// Skipped lists the destinations that skipped the job, and why (a
+	// condition not met, a version already installed).
+	Skipped []FailedDest `json:"skipped"`
 	// Done: every destination is in a final state.
 	Done bool `json:"done"`
 	// Destinations, when asked for, is each expected destination's state.
