@@ -252,3 +252,20 @@ func TestInstallConditions(t *testing.T) {
 	}
 	statusAt(t, c, "server", ok.ID, "a1 installed it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
 }
+
+// TestInstallMissingPackage: a package nobody holds fails the job with a
+// reason, not a hang.
+func TestInstallMissingPackage(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	ghost := api.Package{CID: "bafyreibmuv3wylhvz2t2ycq5kr5o5fgurmeh6wpk46xjcrhypl333rlp2u", StoredBytes: 10}
+	j, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 1, ghost, nil, "peer="+c.id("b1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := statusAt(t, c, "server", j.ID, "b1 failed it", func(s api.JobStatus) bool { return s.Counts["failed"] == 1 })
+	if len(st.Failed) != 1 || !strings.Contains(st.Failed[0].Reason, "not found at the parent") {
+		t.Errorf("failed: %+v", st.Failed)
+	}
+}

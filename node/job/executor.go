@@ -84,11 +84,11 @@ func (e *Ended) Error() string { return e.State + ": " + e.Reason }
 
 // Executor runs jobs.
 type Executor struct {
-	cfg Config
-	log *slog.Logger
-	sem chan struct{}
-	wg  sync.WaitGroup
-	ctx context.Context
+	cfg   Config
+	log   *slog.Logger
+	turns *turns
+	wg    sync.WaitGroup
+	ctx   context.Context
 
 	// mu orders transitions with cancellation: a job cancelled is never
 	// moved on by its run afterwards.
@@ -114,7 +114,7 @@ func New(ctx context.Context, cfg Config) *Executor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Executor{cfg: cfg, log: cfg.Logger.With("svc", "job"), sem: make(chan struct{}, cfg.MaxConcurrent), ctx: ctx,
+	return &Executor{cfg: cfg, log: cfg.Logger.With("svc", "job"), turns: newTurns(cfg.MaxConcurrent), ctx: ctx,
 		runs: map[string]*runInfo{}, cancelled: map[string]bool{}}
 }
 
@@ -148,6 +148,7 @@ func (e *Executor) start(m gossip.Manifest) {
 
 func (e *Executor) startLocked(m gossip.Manifest) {
 	ctx, stop := context.WithCancel(e.ctx)
+	ticket := e.turns.ticket() // its place in line: the order manifests came
 	e.runs[m.JobID] = &runInfo{stop: stop}
 	e.wg.Add(1)
 	go func() {
@@ -158,7 +159,7 @@ func (e *Executor) startLocked(m gossip.Manifest) {
 			e.mu.Unlock()
 			stop()
 		}()
-		e.run(ctx, m)
+		e.run(ctx, ticket, m)
 	}()
 }
 
@@ -252,7 +253,8 @@ func (e *Executor) record(s Status) {
 	e.log.Info("job "+s.State, "job", s.Job, "reason", s.Reason)
 }
 
-func (e *Executor) run(ctx context.Context, m gossip.Manifest) {
+func (e *Executor) run(ctx context.Context, ticket uint64, m gossip.Manifest) {
+	defer e.turns.leave(ticket) // however the run ends before its turn
 	e.transition(Status{Job: m.JobID, State: Received})
 	sched, err := ScheduleOf(m)
 	if err != nil {
@@ -271,18 +273,17 @@ func (e *Executor) run(ctx context.Context, m gossip.Manifest) {
 			why += " (maintenance window " + sched.Window.String() + ")"
 		}
 		e.transition(Status{Job: m.JobID, State: Scheduled, Reason: why})
+		e.turns.leave(ticket) // not ready: the jobs behind it go first
 		select {
 		case <-ctx.Done():
 			return // cancelled, or taken again at the next start
 		case <-time.After(wait):
 		}
 	}
-	select {
-	case e.sem <- struct{}{}:
-		defer func() { <-e.sem }()
-	case <-ctx.Done():
+	if err := e.turns.acquire(ctx, ticket); err != nil {
 		return
 	}
+	defer e.turns.release()
 	if time.Now().After(m.ExpiresAt) {
 		e.transition(Status{Job: m.JobID, State: Expired, Reason: "expired at " + m.ExpiresAt.Format(time.RFC3339) + " before it could start"})
 		return

@@ -178,3 +178,51 @@ func TestCancel(t *testing.T) {
 		t.Errorf("transitions %v, want %v", got, want)
 	}
 }
+
+// TestRunsInManifestOrder: with one job at a time, jobs taken while
+// another runs start in the order they were taken.
+func TestRunsInManifestOrder(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	e := newExecutor(t, Config{MaxConcurrent: 1,
+		Report: func(_ context.Context, s Status) error {
+			if s.State == Running {
+				mu.Lock()
+				order = append(order, s.Job)
+				mu.Unlock()
+			}
+			return nil
+		}})
+	now := time.Now()
+	job := func(id, command string) gossip.Manifest {
+		return gossip.Manifest{JobID: id, Type: "run", NotBefore: now, ExpiresAt: now.Add(time.Hour), Params: map[string]string{"command": command}}
+	}
+	e.Take(job("first", "sleep 0.3"))
+	var want []string
+	for i := range 8 {
+		id := fmt.Sprintf("j%d", i)
+		want = append(want, id)
+		e.Take(job(id, "true"))
+	}
+	e.Wait()
+	if !slices.Equal(order, append([]string{"first"}, want...)) {
+		t.Errorf("ran in the order %v", order)
+	}
+}
+
+func TestTurns(t *testing.T) {
+	tr := newTurns(1)
+	a, b := tr.ticket(), tr.ticket()
+	if err := tr.acquire(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	if err := tr.acquire(ctx, b); err == nil {
+		t.Fatal("acquired a second slot of one")
+	}
+	tr.release()
+	if err := tr.acquire(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+}
