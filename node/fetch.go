@@ -10,6 +10,7 @@ import (
 
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/node/store"
 )
 
 // pullThrough fetches the blocks this node does not hold from its parent
@@ -94,10 +95,15 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 		ctx, cancel := context.WithDeadline(ctx, v.ExpiresAt)
 		defer cancel()
 		start := time.Now()
-		if r, err := n.fetchPackage(ctx, root); err != nil {
+		r, err := n.fetchPackage(ctx, root)
+		if err != nil {
 			n.log.Warn("prefetch package", "job", v.JobID, "package", root, "err", err)
-		} else {
-			n.log.Info("package prefetched", "job", v.JobID, "package", r.Name+" "+r.Version, "took", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		n.log.Info("package prefetched", "job", v.JobID, "package", r.Name+" "+r.Version, "took", time.Since(start).Round(time.Millisecond))
+		if err := n.store.AddPackage(ctx, store.Package{CID: root.String(), Name: r.Name, Version: r.Version, Size: r.Size,
+			Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}); err != nil {
+			n.log.Warn("record prefetched package", "package", root, "err", err)
 		}
 	}()
 }

@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ipfs/go-cid"
 
+	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/node/inventory"
@@ -246,4 +248,68 @@ func (n *Node) transferJob(ctx context.Context, m gossip.Manifest, step func(sta
 		return "", err
 	}
 	return fmt.Sprintf("staged %s %s (%d bytes)", r.Name, r.Version, r.Stored), nil
+}
+
+// deleteJob runs a "delete" job: a package staged here (by a transfer or a
+// relay's prefetch) is removed, with the blocks no other package held
+// here needs. A package installed here is left alone.
+func (n *Node) deleteJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
+	if m.Package == nil {
+		return "", fmt.Errorf("the delete job names no package")
+	}
+	root, err := cid.Decode(m.Package.CID)
+	if err != nil {
+		return "", fmt.Errorf("package %q: %w", m.Package.CID, err)
+	}
+	r, err := pkg.ReadRoot(ctx, n.blocks, root)
+	if errors.Is(err, blocks.ErrNotFound) {
+		return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: "the package is not held here"}}
+	}
+	if err != nil {
+		return "", err
+	}
+	installed, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, i := range installed {
+		if i.CID == root.String() {
+			return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: fmt.Sprintf("%s %s is installed here: uninstall it first", i.Name, i.Version)}}
+		}
+	}
+	step(job.Running, "")
+	keep := map[string]bool{}
+	others, err := n.store.Packages(ctx)
+	if err != nil {
+		return "", err
+	}
+	for _, o := range others {
+		oc, err := cid.Decode(o.CID)
+		if err != nil || oc.Equals(root) {
+			continue
+		}
+		or, err := pkg.ReadRoot(ctx, n.blocks, oc)
+		if err != nil {
+			continue // not held: nothing of it to keep
+		}
+		keep[oc.KeyString()] = true
+		for _, c := range or.CIDs() {
+			keep[c.KeyString()] = true
+		}
+	}
+	freed, kept := 0, 0
+	for _, c := range append(r.CIDs(), root) {
+		if keep[c.KeyString()] {
+			kept++
+			continue
+		}
+		if err := n.blocks.Delete(ctx, c); err != nil {
+			return "", err
+		}
+		freed++
+	}
+	if err := n.store.ForgetPackage(ctx, root.String()); err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("deleted %s %s: %d blocks removed, %d shared with other packages kept", r.Name, r.Version, freed, kept), nil
 }

@@ -288,7 +288,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(ctx, "reports", n.reports.Run)
 	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log, MaxConcurrent: n.cfg.Jobs.MaxConcurrent,
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob, "uninstall": n.uninstallJob,
-			"transfer": n.transferJob}})
+			"transfer": n.transferJob, "delete": n.deleteJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if v.Type == gossip.TypeCancel {
@@ -296,7 +296,7 @@ func (n *Node) Start(ctx context.Context) error {
 			} else {
 				if n.issuer != nil {
 					n.markWaiting(ctx, v)
-					if v.Package != nil && n.parent != "" {
+					if v.Package != nil && n.parent != "" && (v.Type == "install" || v.Type == "transfer") {
 						n.prefetch(ctx, v)
 					}
 				}

@@ -185,6 +185,23 @@ func TestInstall(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(c.home("b1").Dir, "installed")); !os.IsNotExist(err) {
 		t.Errorf("a transfer installed something: %v", err)
 	}
+	// relay-b prefetched it for b1 and keeps it; a delete job removes it
+	// from relay-b and b1.
+	eventually(t, "relay-b lists the package it prefetched", func() bool {
+		got, err := c.nodes["relay-b"].FindPackage(ctx, "hello@2.0")
+		return err == nil && got.Held
+	})
+	del, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 8,
+		gossip.Manifest{Type: "delete", Package: &gossip.Package{CID: p2.CID, Size: p2.StoredBytes}}, "site=b")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", del.ID, "relay-b and b1 deleted it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 })
+	for _, name := range []string{"relay-b", "b1"} {
+		if got, err := c.nodes[name].FindPackage(ctx, "hello@2.0"); err == nil {
+			t.Errorf("%s still lists the package: %+v", name, got)
+		}
+	}
 }
 
 // TestInstallInterrupted: a client stopped while its install script runs

@@ -605,7 +605,7 @@ func TestJobsCLI(t *testing.T) {
 	}{
 		{"no key", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all"}, 2, "--sign-key"},
 		{"bad target", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "colour=red", "--sign-key", key}, 2, "unknown key"},
-		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, install, uninstall, transfer, inventory"},
+		{"unknown type", p.homes["S"], []string{"job", "create", "--type", "reboot", "--target", "all", "--sign-key", key}, 2, "available: run, install, uninstall, transfer, delete, inventory"},
 		{"install without package", p.homes["S"], []string{"job", "create", "--type", "install", "--target", "all", "--sign-key", key}, 2, "--package"},
 		{"install of an unknown package", p.homes["S"], []string{"job", "create", "--type", "install", "--package", "nope@1", "--target", "all", "--sign-key", key}, 1, "no such package"},
 		{"bad window", p.homes["S"], []string{"job", "create", "--type", "run", "--command", "x", "--target", "all", "--sign-key", key, "--window", "nightly"}, 2, "HH:MM-HH:MM"},

@@ -25,7 +25,7 @@ import (
 )
 
 // jobTypes are the job types that can be created now.
-var jobTypes = []string{"run", "install", "uninstall", "transfer", "inventory"}
+var jobTypes = []string{"run", "install", "uninstall", "transfer", "delete", "inventory"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
@@ -76,7 +76,7 @@ peer=P1,P2, subtree=P.`,
 	fl := cmd.Flags()
 	fl.StringVar(&f.typ, "type", "", "job type: "+strings.Join(jobTypes, ", ")+" (required)")
 	fl.StringVar(&f.command, "command", "", "for --type run: the command line to run")
-	fl.StringVar(&f.pkg, "package", "", "for --type install and transfer: NAME@VERSION or the package's root CID (see 'swdist package ls'); for uninstall: NAME or NAME@VERSION")
+	fl.StringVar(&f.pkg, "package", "", "for --type install, transfer and delete: NAME@VERSION or the package's root CID (see 'swdist package ls'); for uninstall: NAME or NAME@VERSION")
 	fl.StringVar(&f.script, "script", "", "for --type install: a command run in the unpacked package, if it fails nothing is installed; for uninstall: run before the files go")
 	fl.BoolVar(&f.reinstall, "reinstall", false, "for --type install: install again where this version is already installed (default: skip)")
 	fl.StringVar(&f.needOS, "require-os", "", "for --type install: only on this OS (linux, ...); elsewhere the job is skipped")
@@ -119,9 +119,9 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 		if f.script != "" {
 			m.Params["script"] = f.script
 		}
-	case "transfer":
+	case "transfer", "delete":
 		if f.pkg == "" {
-			return nil, m, usagef("--type transfer needs --package NAME@VERSION or a package's CID (see 'swdist package ls')")
+			return nil, m, usagef("--type %s needs --package NAME@VERSION or a package's CID (see 'swdist package ls')", f.typ)
 		}
 		p, err := f.resolve(f.pkg)
 		if err != nil {

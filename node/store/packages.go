@@ -111,3 +111,9 @@ func (s *Store) InstalledSoftware(ctx context.Context) ([]Installed, error) {
 	}
 	return out, rows.Err()
 }
+
+// ForgetPackage removes a package's record.
+func (s *Store) ForgetPackage(ctx context.Context, cid string) error {
+	_, err := s.db.ExecContext(ctx, `DELETE FROM packages WHERE cid = ?`, cid)
+	return err
+}
