@@ -2,53 +2,157 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"time"
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/content/pkg"
+	"github.com/swdist/swdist/content/swarm"
 	"github.com/swdist/swdist/gossip"
+	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/node/store"
 )
 
-// pullThrough fetches the blocks this node does not hold from its parent
-// (the root has nowhere to go), each once however many ask for it at the
-// same time: a block already being fetched is waited for, not asked again.
-func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid) error {
-	if n.parent == "" {
-		return nil
-	}
-	var mine []cid.Cid
-	var theirs []chan struct{}
+// How a node fetches a package for itself.
+const (
+	groupSize   = 8                      // blocks per request: small, so that work moves to new peers quickly
+	maxGroups   = 8                      // requests in flight
+	perPeer     = 4                      // requests in flight to one peer
+	peersEvery  = 500 * time.Millisecond // how often the parent is asked again for peers while fetching
+	ancestorTry = 10 * time.Second       // how long to try reaching an ancestor
+)
+
+// A claim marks a block being fetched by this node; done closes when the
+// fetch ends, however it ended.
+type claim struct {
+	done       chan struct{}
+	fromParent bool // from the parent (or an ancestor), not from a peer
+}
+
+// claimBlocks splits cids into those the caller must now fetch (claimed
+// for it) and the claims of fetches already under way that it should wait
+// for. A caller serving a peer that is not its child waits only for
+// fetches from the parent: waiting for a fetch from a peer could wait for
+// itself in a cycle of peers that disagree on who owns a block.
+func (n *Node) claimBlocks(cids []cid.Cid, fromParent, anyClaim bool) (mine []cid.Cid, theirs []chan struct{}) {
 	n.fetchMu.Lock()
+	defer n.fetchMu.Unlock()
 	for _, c := range cids {
-		if ch, ok := n.fetching[c.KeyString()]; ok {
-			theirs = append(theirs, ch)
+		if cl, ok := n.fetching[c.KeyString()]; ok && (anyClaim || cl.fromParent) {
+			theirs = append(theirs, cl.done)
+			continue
+		} else if ok {
+			mine = append(mine, c) // fetched twice: the other fetch keeps its claim
 			continue
 		}
-		n.fetching[c.KeyString()] = make(chan struct{})
+		n.fetching[c.KeyString()] = &claim{done: make(chan struct{}), fromParent: fromParent}
 		mine = append(mine, c)
 	}
-	n.fetchMu.Unlock()
-	var missing []cid.Cid
-	var err error
-	if len(mine) > 0 {
-		missing, err = n.exchange.Fetch(ctx, n.parent, mine)
-		n.fetchMu.Lock()
-		for _, c := range mine {
-			close(n.fetching[c.KeyString()])
+	return mine, theirs
+}
+
+func (n *Node) releaseBlocks(cids []cid.Cid) {
+	n.fetchMu.Lock()
+	defer n.fetchMu.Unlock()
+	for _, c := range cids {
+		if cl, ok := n.fetching[c.KeyString()]; ok {
+			close(cl.done)
 			delete(n.fetching, c.KeyString())
 		}
-		n.fetchMu.Unlock()
 	}
-	for _, ch := range theirs {
+}
+
+func waitAll(ctx context.Context, chans []chan struct{}) error {
+	for _, ch := range chans {
 		select {
 		case <-ch:
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	return nil
+}
+
+// absent are the cids not in the blockstore.
+func (n *Node) absent(ctx context.Context, cids []cid.Cid) ([]cid.Cid, error) {
+	var out []cid.Cid
+	for _, c := range cids {
+		ok, err := n.blocks.Has(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		if !ok {
+			out = append(out, c)
+		}
+	}
+	return out, nil
+}
+
+// serveUpstream runs when a peer asks this node for blocks it does not
+// hold. A managing node fetches them from its parent for its children and
+// for sibling relays; a client only for blocks it is fetching itself (a
+// peer at its site whose share they are), never as a proxy for others.
+func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.Cid) error {
+	if n.parent == "" {
+		return nil
+	}
+	if n.issuer == nil {
+		n.fetchMu.Lock()
+		cids = slices.DeleteFunc(slices.Clone(cids), func(c cid.Cid) bool { return n.wanted[c.KeyString()] == 0 })
+		n.fetchMu.Unlock()
+	}
+	if len(cids) == 0 {
+		return nil
+	}
+	if from.Cert.Parent != n.host.ID() {
+		return n.pullThrough(ctx, cids, false)
+	}
+	// A child's blocks that this node is fetching from a peer right now are
+	// taken from that peer too, not from the parent a second time.
+	viaPeer := map[peer.ID][]cid.Cid{}
+	var viaParent []cid.Cid
+	n.fetchMu.Lock()
+	for _, c := range cids {
+		if o := n.route[c.KeyString()]; o != "" {
+			viaPeer[o] = append(viaPeer[o], c)
+		} else {
+			viaParent = append(viaParent, c)
+		}
+	}
+	n.fetchMu.Unlock()
+	for o, group := range viaPeer {
+		if err := n.fetchGroup(ctx, o, group); err != nil {
+			viaParent = append(viaParent, group...)
+		} else if left, err := n.absent(ctx, group); err == nil {
+			viaParent = append(viaParent, left...)
+		}
+	}
+	if len(viaParent) == 0 {
+		return nil
+	}
+	return n.pullThrough(ctx, viaParent, true)
+}
+
+// pullThrough fetches from the parent the blocks of cids not being fetched
+// already, and waits for those that are: each block is asked for once
+// however many ask for it at the same time. forChild says the asker is a
+// child of this node, which may wait for any fetch (see claimBlocks).
+func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) error {
+	mine, theirs := n.claimBlocks(cids, true, forChild)
+	// Blocks fetched since the caller looked are not fetched again.
+	need, err := n.absent(ctx, mine)
+	var missing []cid.Cid
+	if err == nil && len(need) > 0 {
+		missing, err = n.fromUpstream(ctx, need)
+	}
+	n.releaseBlocks(mine)
+	if werr := waitAll(ctx, theirs); werr != nil {
+		return werr
 	}
 	if err == nil && len(missing) > 0 {
 		err = fmt.Errorf("%d of %d blocks not found at the parent", len(missing), len(cids))
@@ -56,14 +160,44 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid) error {
 	return err
 }
 
-// fetchPackage makes sure every block of the package root is held here,
-// fetching what is missing from the parent (which fetches from its own
-// parent what it lacks).
+// fromUpstream fetches cids from the parent or, while the parent is not
+// reachable, from the nearest ancestor that is (they serve nodes that are
+// not their children at a limited rate).
+func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, error) {
+	if _, ok := n.member.Peer(n.parent); ok {
+		return n.exchange.Fetch(ctx, n.parent, cids)
+	}
+	errs := []error{fmt.Errorf("parent %s is not connected", n.parent)}
+	for _, a := range n.swarm.Ancestors() {
+		if _, ok := n.member.Peer(a.ID); !ok {
+			actx, cancel := context.WithTimeout(ctx, ancestorTry)
+			err := n.host.Connect(actx, a)
+			if err == nil {
+				_, err = n.member.Wait(actx, a.ID)
+			}
+			cancel()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("ancestor %s: %w", a.ID, err))
+				continue
+			}
+		}
+		n.log.Info("parent down: fetching blocks from an ancestor", "ancestor", a.ID, "blocks", len(cids))
+		return n.exchange.Fetch(ctx, a.ID, cids)
+	}
+	return cids, fmt.Errorf("no upstream reachable: %w", errors.Join(errs...))
+}
+
+// fetchPackage makes sure every block of the package root is held here:
+// the root block from upstream, then the chunks from upstream and from
+// this node's peers for the package (see getBlocks).
 func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error) {
 	if ok, err := n.blocks.Has(ctx, root); err != nil {
 		return pkg.Root{}, err
 	} else if !ok {
-		if err := n.pullThrough(ctx, []cid.Cid{root}); err != nil {
+		if n.parent == "" {
+			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
+		}
+		if err := n.pullThrough(ctx, []cid.Cid{root}, false); err != nil {
 			return pkg.Root{}, fmt.Errorf("fetch package %s: %w", root, err)
 		}
 	}
@@ -75,10 +209,214 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error)
 	if err != nil || len(missing) == 0 {
 		return r, err
 	}
-	if err := n.pullThrough(ctx, missing); err != nil {
+	if n.parent == "" {
+		return pkg.Root{}, fmt.Errorf("package %s@%s (%s): %d blocks are missing here, and this node has no parent to fetch them from", r.Name, r.Version, root, len(missing))
+	}
+	if err := n.getBlocks(ctx, root, missing); err != nil {
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
+}
+
+type fetched struct {
+	from  peer.ID // "" for upstream
+	group []cid.Cid
+	err   error
+}
+
+// getBlocks fetches cids, blocks of the package root, for this node. The
+// parent names this node's peers for the package; each block has one owner
+// among this node and them (swarm.Owner): this node fetches its own share
+// from upstream and the rest from the owners, which pull their share
+// through. A peer that fails is dropped and a block a peer did not deliver
+// is fetched from upstream. Blocks are taken in a random order, in small
+// groups, a few at a time per peer.
+func (n *Node) getBlocks(ctx context.Context, root cid.Cid, cids []cid.Cid) error {
+	n.want(cids, 1)
+	defer n.want(cids, -1)
+	defer n.setRoute(nil)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+
+	queue := slices.Clone(cids)
+	rand.Shuffle(len(queue), func(i, j int) { queue[i], queue[j] = queue[j], queue[i] })
+	upstreamOnly := map[string]bool{}
+	dropped := map[peer.ID]bool{}
+	var peers []peer.ID
+	var asked time.Time
+	owner := map[string]peer.ID{}
+	refresh := func() {
+		asked = time.Now()
+		got, err := n.swarm.Peers(ctx, root)
+		if err != nil {
+			n.log.Debug("ask parent for peers", "package", root, "err", err)
+			return
+		}
+		got = slices.DeleteFunc(got, func(p peer.ID) bool { return dropped[p] })
+		slices.Sort(got)
+		if slices.Equal(got, peers) && len(owner) > 0 {
+			return
+		}
+		peers = got
+		clear(owner)
+		for _, c := range queue {
+			owner[c.KeyString()] = n.ownerOf(c, peers)
+		}
+		n.setRoute(owner)
+	}
+	refresh()
+
+	results := make(chan fetched, maxGroups)
+	inflight := map[peer.ID]int{}
+	running := 0
+	for len(queue) > 0 || running > 0 {
+		if len(queue) > 0 && time.Since(asked) > peersEvery {
+			refresh()
+		}
+		for running < maxGroups {
+			from, group := n.nextGroup(&queue, owner, upstreamOnly, dropped, inflight)
+			if group == nil {
+				break
+			}
+			running++
+			inflight[from]++
+			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group)} }()
+		}
+		var r fetched
+		select {
+		case r = <-results:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(peersEvery):
+			continue
+		}
+		running--
+		inflight[r.from]--
+		left, err := n.absent(ctx, r.group)
+		if err != nil {
+			return err
+		}
+		if r.from == "" {
+			if r.err != nil {
+				return r.err
+			}
+			if len(left) > 0 {
+				return fmt.Errorf("%d blocks not found upstream", len(left))
+			}
+			continue
+		}
+		if r.err != nil {
+			n.log.Warn("peer failed to serve blocks; fetching its share elsewhere", "peer", r.from, "err", r.err)
+			dropped[r.from] = true
+			peers = slices.DeleteFunc(peers, func(p peer.ID) bool { return p == r.from })
+			for _, c := range queue {
+				if owner[c.KeyString()] == r.from {
+					owner[c.KeyString()] = n.ownerOf(c, peers)
+				}
+			}
+			n.setRoute(owner)
+		}
+		for _, c := range left {
+			upstreamOnly[c.KeyString()] = true
+			queue = append(queue, c)
+		}
+	}
+	return nil
+}
+
+// ownerOf is who this node asks for c: "" for upstream.
+func (n *Node) ownerOf(c cid.Cid, peers []peer.ID) peer.ID {
+	if o := swarm.Owner(c, n.host.ID(), peers); o != n.host.ID() {
+		return o
+	}
+	return ""
+}
+
+// nextGroup takes from the queue the next group of blocks to ask one
+// source for: the source with the fewest requests in flight that has
+// blocks to give and room for another request.
+func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnly map[string]bool, dropped map[peer.ID]bool, inflight map[peer.ID]int) (peer.ID, []cid.Cid) {
+	source := func(c cid.Cid) peer.ID {
+		k := c.KeyString()
+		if o, ok := owner[k]; ok && !upstreamOnly[k] && !dropped[o] {
+			return o
+		}
+		return ""
+	}
+	best, found := peer.ID(""), false
+	for _, c := range *queue {
+		s := source(c)
+		if inflight[s] >= perPeer {
+			continue
+		}
+		if !found || inflight[s] < inflight[best] {
+			best, found = s, true
+		}
+	}
+	if !found {
+		return "", nil
+	}
+	var group []cid.Cid
+	rest := (*queue)[:0]
+	for _, c := range *queue {
+		if len(group) < groupSize && source(c) == best {
+			group = append(group, c)
+		} else {
+			rest = append(rest, c)
+		}
+	}
+	*queue = rest
+	return best, group
+}
+
+// fetchGroup fetches group from upstream (from == "") or from a peer.
+func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid) error {
+	if from == "" {
+		return n.pullThrough(ctx, group, true)
+	}
+	mine, theirs := n.claimBlocks(group, false, true)
+	defer n.releaseBlocks(mine)
+	need, err := n.absent(ctx, mine)
+	if err != nil {
+		return err
+	}
+	if len(need) > 0 {
+		if _, err := n.exchange.Fetch(ctx, from, need); err != nil {
+			return err
+		}
+	}
+	return waitAll(ctx, theirs)
+}
+
+// setRoute records which peer this node fetches each block from while it
+// fetches a package (serveUpstream follows it); nil forgets it.
+func (n *Node) setRoute(owner map[string]peer.ID) {
+	n.fetchMu.Lock()
+	defer n.fetchMu.Unlock()
+	if owner == nil {
+		n.route = map[string]peer.ID{}
+		return
+	}
+	for k, o := range owner {
+		if o == "" {
+			delete(n.route, k)
+		} else {
+			n.route[k] = o
+		}
+	}
+}
+
+// want counts the blocks this node is fetching for itself (a client serves
+// its peers only those).
+func (n *Node) want(cids []cid.Cid, delta int) {
+	n.fetchMu.Lock()
+	defer n.fetchMu.Unlock()
+	for _, c := range cids {
+		k := c.KeyString()
+		if n.wanted[k] += delta; n.wanted[k] <= 0 {
+			delete(n.wanted, k)
+		}
+	}
 }
 
 // prefetch fetches, in the background, the package a manifest names, so

@@ -21,6 +21,7 @@ import (
 
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/content/exchange"
+	"github.com/swdist/swdist/content/swarm"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
@@ -85,7 +86,10 @@ type Node struct {
 	invRefused map[string]int // inventory reports refused, by reason
 
 	fetchMu  sync.Mutex
-	fetching map[string]chan struct{} // blocks being fetched from the parent, closed when done
+	fetching map[string]*claim  // blocks being fetched, by CID key
+	wanted   map[string]int     // blocks this node fetches for itself, by CID key
+	route    map[string]peer.ID // the peer each block being fetched for this node comes from
+	swarm    *swarm.Service
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -106,7 +110,8 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]chan struct{}{}}
+	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]*claim{},
+		wanted: map[string]int{}, route: map[string]peer.ID{}}
 	defer func() {
 		if err != nil {
 			n.Close() // whatever was opened before the error
@@ -281,8 +286,12 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		rcfg.Sink = n.applyReports
 	}
-	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.pullThrough, Logger: n.log})
+	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream, Logger: n.log})
 	n.exchange.Start()
+	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})
+	if n.issuer != nil {
+		n.swarm.Start()
+	}
 	n.reports = report.New(n.host, rcfg)
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
@@ -336,16 +345,15 @@ func (n *Node) Start(ctx context.Context) error {
 		Verify: func(ch cert.Chain) error { _, err := n.checkOwnChain(ch); return err },
 	}).Run)
 	if n.parent != "" {
-		var addrs []ma.Multiaddr
-		for _, a := range n.cfg.Parent.Addrs {
-			addrs = append(addrs, ma.StringCast(a))
-		}
 		link := tree.NewLink(n.host, tree.LinkConfig{
-			Parent: n.parent, Addrs: addrs, Member: n.member, Logger: n.log,
+			Parent: n.parent, Addrs: n.parentAddrs(), Member: n.member, Logger: n.log,
 			MinBackoff: n.cfg.Tree.ReconnectMin.Duration, MaxBackoff: n.cfg.Tree.ReconnectMax.Duration,
 			OnUp: func(ctx context.Context, pr member.Peer) {
 				if err := n.revoker.Sync(ctx, pr.ID); err != nil {
 					n.log.Warn("sync revocations with parent", "err", err)
+				}
+				if err := n.swarm.LearnAncestors(ctx); err != nil {
+					n.log.Debug("learn ancestors", "err", err)
 				}
 				if got, err := n.gossip.CatchUp(ctx); err != nil {
 					n.log.Warn("catch up on manifests", "err", err)
@@ -363,6 +371,17 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.log.Info("node started", "peer", n.host.ID(), "role", n.cfg.Role, "site", n.cfg.Site, "addrs", n.host.Addrs())
 	return nil
+}
+
+// parentAddrs are the parent's addresses from the config.
+func (n *Node) parentAddrs() []ma.Multiaddr {
+	var addrs []ma.Multiaddr
+	for _, a := range n.cfg.Parent.Addrs {
+		if m, err := ma.NewMultiaddr(a); err == nil {
+			addrs = append(addrs, m)
+		}
+	}
+	return addrs
 }
 
 func (n *Node) goRun(ctx context.Context, name string, f func(context.Context) error) {
@@ -444,6 +463,7 @@ func (n *Node) Close() error {
 		}
 		if n.exchange != nil {
 			n.exchange.Close()
+			n.swarm.Close()
 		}
 		n.member.Close()
 	}

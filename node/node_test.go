@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -45,7 +46,14 @@ func newCluster(t *testing.T) *cluster {
 
 func (c *cluster) home(name string) home.Home { return home.Home{Dir: filepath.Join(c.dir, name)} }
 
-func quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+// quiet discards the nodes' logs, unless SWDIST_TEST_LOG is set (to debug
+// a test: the logs then go to standard error).
+func quiet() *slog.Logger {
+	if os.Getenv("SWDIST_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
 
 func (c *cluster) start(name string) *node.Node {
 	c.t.Helper()

@@ -76,7 +76,9 @@ func TestPackageThroughTheTree(t *testing.T) {
 	if len(served) != 1 || served[c.id("relay-a")] != p.Chunks+1 {
 		t.Errorf("the server served %v; want each of the %d blocks once, to relay-a", served, p.Chunks+1)
 	}
-	if n := c.nodes["relay-a"].BlocksServed(); n[c.id("a1")] != p.Chunks+1 || n[c.id("a2")] != p.Chunks+1 {
+	// The clients share the blocks (see TestSitePeersShare): relay-a
+	// serves each at most once to each.
+	if n := c.nodes["relay-a"].BlocksServed(); n[c.id("a1")] > p.Chunks+1 || n[c.id("a2")] > p.Chunks+1 || n[c.id("a1")]+n[c.id("a2")] < p.Chunks+1 {
 		t.Errorf("relay-a served %v", n)
 	}
 	if _, err := c.nodes["b1"].FetchPackage(ctx, "bafkreig6j5e4uiloae7hvjw5ifoqnlfbbqyg4kcp7gtx33odcsycbl4xrq"); err == nil {

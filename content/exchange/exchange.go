@@ -55,7 +55,8 @@ type Config struct {
 	Store  *blocks.Store
 	// Upstream, if set, fetches blocks this node does not hold before it
 	// answers for them.
-	Upstream func(ctx context.Context, cids []cid.Cid) error
+	// from is the peer that asked.
+	Upstream func(ctx context.Context, from member.Peer, cids []cid.Cid) error
 	Logger   *slog.Logger
 }
 
@@ -107,7 +108,7 @@ func (s *Service) Start() {
 				}
 			}
 			if len(absent) > 0 {
-				if err := s.cfg.Upstream(ctx, absent); err != nil {
+				if err := s.cfg.Upstream(ctx, pr, absent); err != nil {
 					s.log.Debug("pull blocks through from upstream", "for", pr.ID, "n", len(absent), "err", err)
 				}
 			}

@@ -1,0 +1,331 @@
+// Package swarm tells a node where to fetch a package's blocks besides its
+// parent. A managing node keeps, for each package, which of its children
+// asked for it, and answers each child with its peers for that package:
+// the sibling relays for a relay (each stands for a site, and the uplinks
+// of all of them carry the package), the children at the same site for a
+// client (their LAN is cheap, the site's uplink is not).
+//
+// Each block then has one owner among a node and its peers, chosen by
+// rendezvous hashing (Owner): the owner fetches the block from its parent
+// and the others fetch it from the owner, which pulls it through when it
+// does not hold it yet. So a package crosses the parent's link about once
+// whatever the number of children, and the children's links share the rest.
+//
+// The same protocol tells a child its ancestors above its parent (address
+// included), so that a client whose relay is down can fall back to its
+// grandparent, then the root.
+package swarm
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"fmt"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/ipfs/go-cid"
+	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
+
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/internal/wire"
+)
+
+// Protocol asks the parent for this node's peers for a package.
+const Protocol protocol.ID = "/swdist/peers/1.0.0"
+
+const (
+	maxMsg    = 64 << 10
+	maxAddrs  = 8 // addresses passed on per peer
+	maxAncest = 16
+)
+
+type request struct {
+	Root []byte `cbor:"0,keyasint,omitempty"` // empty: only the ancestors
+}
+
+type info struct {
+	ID    []byte   `cbor:"0,keyasint"`
+	Addrs [][]byte `cbor:"1,keyasint,omitempty"`
+}
+
+type response struct {
+	Peers     []info `cbor:"0,keyasint,omitempty"`
+	Ancestors []info `cbor:"1,keyasint,omitempty"` // the parent's parent first, the root last
+}
+
+// Config configures a Service.
+type Config struct {
+	Member *member.Service
+	Parent peer.ID // empty on the root
+	// ParentAddrs are where the parent listens (passed on to children as
+	// their grandparent's addresses).
+	ParentAddrs []ma.Multiaddr
+	// MaxPeers bounds the peers given for one package (default 16): the
+	// first children to ask, so that all of them see the same set.
+	MaxPeers int
+	// TTL is how long a child counts as fetching a package after it last
+	// asked (default 1 hour).
+	TTL time.Duration
+	// Gather is how long the first child to ask for a package waits for
+	// its answer, so that the children that start with it are in it
+	// (default 300ms).
+	Gather time.Duration
+	Logger *slog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.MaxPeers == 0 {
+		c.MaxPeers = 16
+	}
+	if c.TTL == 0 {
+		c.TTL = time.Hour
+	}
+	if c.Gather == 0 {
+		c.Gather = 300 * time.Millisecond
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+}
+
+// Service answers children and asks the parent.
+type Service struct {
+	h   host.Host
+	cfg Config
+	log *slog.Logger
+
+	mu        sync.Mutex
+	fetchers  map[string][]asked // by root CID, in the order they asked
+	ancestors []peer.AddrInfo    // above the parent, learnt from it
+}
+
+type asked struct {
+	peer member.Peer
+	at   time.Time
+}
+
+// New makes a Service; Start serves the protocol.
+func New(h host.Host, cfg Config) *Service {
+	cfg.setDefaults()
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}}
+}
+
+// Start serves the protocol to this node's children.
+func (s *Service) Start() {
+	s.h.SetStreamHandler(Protocol, s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
+		_ = wire.Serve(str, maxMsg, func(req request) (response, error) {
+			if pr.Cert.Parent != s.h.ID() {
+				return response{}, fmt.Errorf("%s is not a child of this node", pr.ID)
+			}
+			resp := response{Ancestors: s.ancestorsForChildren()}
+			if len(req.Root) == 0 {
+				return resp, nil
+			}
+			root, err := cid.Cast(req.Root)
+			if err != nil {
+				return response{}, fmt.Errorf("bad package CID: %w", err)
+			}
+			if s.register(root, pr) {
+				// The first to ask waits for the others that start at the
+				// same time (they got the same manifest), so that all of
+				// them share the work from the start.
+				time.Sleep(s.cfg.Gather)
+			}
+			for _, p := range s.peersFor(root, pr) {
+				resp.Peers = append(resp.Peers, s.infoOf(p))
+			}
+			return resp, nil
+		})
+	}))
+}
+
+// Close stops serving.
+func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
+
+// register notes that child pr fetches root, and says whether it is the
+// first to.
+func (s *Service) register(root cid.Cid, pr member.Peer) (first bool) {
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, list := range s.fetchers {
+		if list = slices.DeleteFunc(list, func(a asked) bool { return now.Sub(a.at) > s.cfg.TTL }); len(list) == 0 {
+			delete(s.fetchers, k)
+		} else {
+			s.fetchers[k] = list
+		}
+	}
+	key := root.KeyString()
+	list := s.fetchers[key]
+	if i := slices.IndexFunc(list, func(a asked) bool { return a.peer.ID == pr.ID }); i >= 0 {
+		list[i].at = now
+		return false
+	}
+	s.fetchers[key] = append(list, asked{peer: pr, at: now})
+	return len(list) == 0
+}
+
+// peersFor are child pr's peers for root: the first MaxPeers alike
+// children to ask that are still connected.
+func (s *Service) peersFor(root cid.Cid, pr member.Peer) []peer.ID {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []peer.ID
+	for _, a := range s.fetchers[root.KeyString()] {
+		if len(out) == s.cfg.MaxPeers {
+			break
+		}
+		if a.peer.ID == pr.ID || !alike(a.peer.Cert, pr.Cert) {
+			continue
+		}
+		if _, ok := s.cfg.Member.Peer(a.peer.ID); ok {
+			out = append(out, a.peer.ID)
+		}
+	}
+	return out
+}
+
+// alike says whether two children are peers for blocks: relays with
+// relays, clients with clients at the same site.
+func alike(a, b cert.Cert) bool {
+	if a.Role != b.Role {
+		return false
+	}
+	return a.Role == cert.RoleRelay || a.Site == b.Site
+}
+
+func (s *Service) infoOf(p peer.ID) info {
+	i := info{ID: []byte(p)}
+	for _, a := range s.h.Peerstore().Addrs(p) {
+		if len(i.Addrs) == maxAddrs {
+			break
+		}
+		i.Addrs = append(i.Addrs, a.Bytes())
+	}
+	return i
+}
+
+// ancestorsForChildren is the parent of this node and its ancestors.
+func (s *Service) ancestorsForChildren() []info {
+	if s.cfg.Parent == "" {
+		return nil
+	}
+	out := []info{s.infoOf(s.cfg.Parent)}
+	if len(out[0].Addrs) == 0 {
+		for _, a := range s.cfg.ParentAddrs {
+			out[0].Addrs = append(out[0].Addrs, a.Bytes())
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, a := range s.ancestors {
+		if len(out) == maxAncest {
+			break
+		}
+		i := info{ID: []byte(a.ID)}
+		for _, m := range a.Addrs {
+			i.Addrs = append(i.Addrs, m.Bytes())
+		}
+		out = append(out, i)
+	}
+	return out
+}
+
+// Peers asks the parent for this node's peers for the package root, and
+// registers this node as fetching it. The peers' addresses go into the
+// peerstore.
+func (s *Service) Peers(ctx context.Context, root cid.Cid) ([]peer.ID, error) {
+	resp, err := s.ask(ctx, request{Root: root.Bytes()})
+	if err != nil {
+		return nil, err
+	}
+	var out []peer.ID
+	for _, ai := range decode(resp.Peers) {
+		if ai.ID == s.h.ID() || ai.ID == s.cfg.Parent {
+			continue
+		}
+		s.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
+		out = append(out, ai.ID)
+	}
+	return out, nil
+}
+
+// LearnAncestors asks the parent who is above it.
+func (s *Service) LearnAncestors(ctx context.Context) error {
+	_, err := s.ask(ctx, request{})
+	return err
+}
+
+// Ancestors are the nodes above the parent, nearest first, as the parent
+// last said.
+func (s *Service) Ancestors() []peer.AddrInfo {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.ancestors)
+}
+
+func (s *Service) ask(ctx context.Context, req request) (response, error) {
+	if s.cfg.Parent == "" {
+		return response{}, nil
+	}
+	str, err := s.h.NewStream(ctx, s.cfg.Parent, Protocol)
+	if err != nil {
+		return response{}, fmt.Errorf("ask parent %s for peers: %w", s.cfg.Parent, err)
+	}
+	resp, err := wire.Call[request, response](str, req, maxMsg)
+	if err != nil {
+		return response{}, fmt.Errorf("ask parent %s for peers: %w", s.cfg.Parent, err)
+	}
+	anc := decode(resp.Ancestors)
+	s.mu.Lock()
+	s.ancestors = anc
+	s.mu.Unlock()
+	return resp, nil
+}
+
+func decode(list []info) []peer.AddrInfo {
+	var out []peer.AddrInfo
+	for _, i := range list {
+		id, err := peer.IDFromBytes(i.ID)
+		if err != nil {
+			continue
+		}
+		ai := peer.AddrInfo{ID: id}
+		for _, b := range i.Addrs {
+			if a, err := ma.NewMultiaddrBytes(b); err == nil {
+				ai.Addrs = append(ai.Addrs, a)
+			}
+		}
+		out = append(out, ai)
+	}
+	return out
+}
+
+// Owner is the one among self and peers that fetches block c from its
+// parent (highest random weight): every node with the same set picks the
+// same owner, and a peer that joins or leaves moves only its share.
+func Owner(c cid.Cid, self peer.ID, peers []peer.ID) peer.ID {
+	best, bestW := self, weight(c, self)
+	for _, p := range peers {
+		if w := weight(c, p); w > bestW || (w == bestW && p < best) {
+			best, bestW = p, w
+		}
+	}
+	return best
+}
+
+func weight(c cid.Cid, p peer.ID) uint64 {
+	h := sha256.New()
+	h.Write([]byte(p))
+	h.Write(c.Bytes())
+	return binary.BigEndian.Uint64(h.Sum(nil))
+}
