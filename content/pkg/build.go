@@ -59,6 +59,15 @@ func Build(ctx context.Context, src, name, version string, store *blocks.Store, 
 	if err != nil {
 		return Result{}, err
 	}
+	return buildStream(ctx, name, version, store, opts, total, len(entries), func(ctx context.Context, w io.Writer, done *atomic.Int64) error {
+		return writeArchive(ctx, entries, w, done)
+	})
+}
+
+// buildStream cuts the archive that write writes (total input bytes, files
+// entries) into chunks, stores them and the root, and returns the root.
+func buildStream(ctx context.Context, name, version string, store *blocks.Store, opts BuildOptions, total int64, files int,
+	write func(ctx context.Context, w io.Writer, done *atomic.Int64) error) (Result, error) {
 	enc, err := zstd.NewWriter(nil, zstd.WithEncoderLevel(opts.Level), zstd.WithEncoderConcurrency(1))
 	if err != nil {
 		return Result{}, err
@@ -69,7 +78,7 @@ func Build(ctx context.Context, src, name, version string, store *blocks.Store, 
 
 	var done atomic.Int64
 	pr, pw := io.Pipe()
-	go func() { pw.CloseWithError(writeArchive(ctx, entries, pw, &done)) }()
+	go func() { pw.CloseWithError(write(ctx, pw, &done)) }()
 	stopProgress := make(chan struct{})
 	if opts.Progress != nil {
 		go func() {
@@ -157,7 +166,7 @@ func Build(ctx context.Context, src, name, version string, store *blocks.Store, 
 	if opts.Progress != nil {
 		opts.Progress(total, total)
 	}
-	return Result{Root: root, Name: name, Version: version, Size: r.Size, Stored: r.Stored, Chunks: len(r.Chunks), Files: len(entries)}, nil
+	return Result{Root: root, Name: name, Version: version, Size: r.Size, Stored: r.Stored, Chunks: len(r.Chunks), Files: files}, nil
 }
 
 // storeChunk compresses data unless that does not shrink it, and stores it.
