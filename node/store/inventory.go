@@ -23,25 +23,24 @@ var _ inventory.Source = (*Store)(nil)
 // invTx applies inventory reports within one Apply transaction.
 type invTx struct {
 	s     *Store
-	tx    *sql.Tx
+	tx    *tx
 	fresh map[string]int64 // items created in this transaction
 	gone  map[string]bool  // cache keys of items deleted in it
-	stmts map[string]*sql.Stmt
+	stmts map[string]*stmt
 }
 
 const (
 	qMachine     = `SELECT id, seq, digest, stale FROM inv_machines WHERE peer_id = ?`
 	qNewMachine  = `INSERT INTO inv_machines(peer_id, reported_at) VALUES(?, ?) RETURNING id`
-	qSaveMachine = `UPDATE inv_machines SET seq = ?, digest = ?, reported_at = ?, stale = ?, via = ?, full_at = CASE WHEN ? THEN ? ELSE full_at END WHERE id = ?`
+	qSaveMachine = `UPDATE inv_machines SET seq = ?, digest = ?, reported_at = ?, stale = ?, via = ?, full_at = CASE WHEN ? <> 0 THEN ? ELSE full_at END WHERE id = ?`
 	qFields      = `SELECT field, value FROM inv_fields WHERE machine = ?`
 	qSetField    = `INSERT INTO inv_fields(machine, field, value, changed_at) VALUES(?, ?, ?, ?)
-		ON CONFLICT(machine, field) DO UPDATE SET value = excluded.value, changed_at = excluded.changed_at WHERE value != excluded.value`
+		ON CONFLICT(machine, field) DO UPDATE SET value = excluded.value, changed_at = excluded.changed_at WHERE inv_fields.value != excluded.value`
 	qUnsetField = `DELETE FROM inv_fields WHERE machine = ? AND field = ?`
 	qItemID     = `SELECT id FROM inv_items WHERE kind = ? AND attrs = ?`
 	qNewItem    = `INSERT INTO inv_items(kind, key, attrs) VALUES(?, ?, ?) RETURNING id`
 	qItemAttr   = `INSERT INTO inv_item_attrs(item, attr, value) VALUES(?, ?, ?)`
 	qHas        = `INSERT INTO inv_has(machine, item, since) VALUES(?, ?, ?) ON CONFLICT DO NOTHING`
-	qHasMany    = `INSERT INTO inv_has(machine, item, since) SELECT ?1, value, ?2 FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING`
 	qHeld       = `SELECT h.item, i.kind, i.key, i.attrs FROM inv_has h JOIN inv_items i ON i.id = h.item WHERE h.machine = ?`
 	qHeldKey    = `SELECT h.item, i.attrs FROM inv_has h JOIN inv_items i ON i.id = h.item WHERE h.machine = ? AND i.kind = ? AND i.key = ?`
 	qDropHas    = `DELETE FROM inv_has WHERE machine = ? AND item = ?`
@@ -51,7 +50,19 @@ const (
 	qHistory    = `INSERT INTO inv_history(machine, at, field, old, new) VALUES(?, ?, ?, ?, ?)`
 )
 
-func (t *invTx) stmt(ctx context.Context, q string) (*sql.Stmt, error) {
+// hasMany gives a machine items.
+var hasMany = batchSQL{
+	sqlite:   `INSERT INTO inv_has(machine, item, since) SELECT ?1, value, ?2 FROM json_each(?3) WHERE true ON CONFLICT DO NOTHING`,
+	postgres: `INSERT INTO inv_has(machine, item, since) SELECT $1, unnest($3::bigint[]), $2 ON CONFLICT DO NOTHING`,
+}
+
+// holders reads which machines have items.
+var holders = batchSQL{
+	sqlite:   `SELECT h.machine, h.item FROM json_each(?) j JOIN inv_has h ON h.item = j.value`,
+	postgres: `SELECT machine, item FROM inv_has WHERE item = ANY($1::bigint[])`,
+}
+
+func (t *invTx) stmt(ctx context.Context, q string) (*stmt, error) {
 	if st, ok := t.stmts[q]; ok {
 		return st, nil
 	}
@@ -331,11 +342,11 @@ func (t *invTx) replace(ctx context.Context, m machineRow, at int64, d inventory
 		// One statement for a machine's items: a full inventory is
 		// thousands of them, and a statement per row costs more than the
 		// row.
-		list, err := json.Marshal(added)
-		if err != nil {
-			return err
+		rows := make([][]any, len(added))
+		for i, id := range added {
+			rows[i] = []any{id}
 		}
-		if err := t.exec(ctx, qHasMany, m.id, at, string(list)); err != nil {
+		if err := t.tx.execBatch(ctx, hasMany, []any{m.id, at}, rows); err != nil {
 			return err
 		}
 	}
@@ -583,11 +594,11 @@ func (s *Store) Holders(ctx context.Context, kind string, ids []int64) (map[int6
 	if len(ids) == 0 {
 		return out, nil
 	}
-	list, err := json.Marshal(ids)
-	if err != nil {
-		return nil, err
+	list := make([][]any, len(ids))
+	for i, id := range ids {
+		list[i] = []any{id}
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT h.machine, h.item FROM json_each(?) j JOIN inv_has h ON h.item = j.value`, string(list))
+	rows, err := s.db.queryBatch(ctx, holders, nil, list)
 	if err != nil {
 		return nil, fmt.Errorf("read holders of %d %s items: %w", len(ids), kind, err)
 	}
@@ -759,7 +770,7 @@ func (s *Store) LoadInventorySelf(ctx context.Context) (InventorySelf, bool, err
 // for the parent (forward) and records it as the base of the next delta,
 // all in one transaction: a crash leaves either all or none of it.
 func (s *Store) ReportOwnInventory(ctx context.Context, r report.Report, forward bool, self InventorySelf) error {
-	return s.apply(ctx, r.Origin, []report.Report{r}, forward, func(tx *sql.Tx) error {
+	return s.apply(ctx, r.Origin, []report.Report{r}, forward, func(tx *tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO inv_self(id, seq, snapshot, collected_at, full_at) VALUES(1, ?, ?, ?, ?)
 			ON CONFLICT(id) DO UPDATE SET seq = excluded.seq, snapshot = excluded.snapshot,
 				collected_at = excluded.collected_at, full_at = excluded.full_at`,

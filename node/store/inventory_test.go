@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -15,6 +14,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/report"
 	"github.com/swdist/swdist/internal/certtest"
 	"github.com/swdist/swdist/node/inventory"
+	"github.com/swdist/swdist/node/store/storetest"
 )
 
 type machineSim struct {
@@ -51,8 +51,8 @@ func (m *machineSim) report(t *testing.T, c *inventory.Codec, full bool) report.
 	return report.Report{ID: fmt.Sprintf("inv/%s/%d", m.id, m.seq), Origin: m.id, Kind: KindInventory, At: time.Now().UnixMilli(), Body: body}
 }
 
-func openTemp(t *testing.T) *Store {
-	s, err := Open(context.Background(), filepath.Join(t.TempDir(), "swdist.db"))
+func openTemp(t *testing.T, dsn string) *Store {
+	s, err := Open(context.Background(), dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -67,9 +67,11 @@ func apply(t *testing.T, s *Store, rs ...report.Report) {
 	}
 }
 
-func TestInventoryApply(t *testing.T) {
+func TestInventoryApply(t *testing.T) { storetest.Each(t, testInventoryApply) }
+
+func testInventoryApply(t *testing.T, dsn string) {
 	ctx := context.Background()
-	s := openTemp(t)
+	s := openTemp(t, dsn)
 	c, _ := inventory.NewCodec()
 	m := newMachine(t, "till-1", "12", "3.0.1", 40)
 	apply(t, s, m.report(t, c, true))
@@ -137,9 +139,11 @@ func TestInventoryApply(t *testing.T) {
 
 func sortStrings(in []string) []string { return slices.Sorted(slices.Values(in)) }
 
-func TestInventoryQueries(t *testing.T) {
+func TestInventoryQueries(t *testing.T) { storetest.Each(t, testInventoryQueries) }
+
+func testInventoryQueries(t *testing.T, dsn string) {
 	ctx := context.Background()
-	s := openTemp(t)
+	s := openTemp(t, dsn)
 	c, _ := inventory.NewCodec()
 	for _, m := range []*machineSim{
 		newMachine(t, "a1", "12", "3.0.1", 40),

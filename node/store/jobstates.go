@@ -3,7 +3,6 @@ package store
 import (
 	"cmp"
 	"context"
-	"database/sql"
 	"encoding/json"
 	"fmt"
 	"maps"
@@ -149,12 +148,13 @@ const StateWaiting = "waiting"
 
 // liveStates is the in-memory side of job states.
 type liveStates struct {
-	mu      sync.Mutex
-	jobs    map[string]map[string]destState // loaded jobs: peer → latest
-	entries int
-	dirty   map[destKey]destState // not yet in job_states
-	upto    int64                 // the last history row committed
-	flushed time.Time
+	flushing sync.Mutex // held by flushStates
+	mu       sync.Mutex
+	jobs     map[string]map[string]destState // loaded jobs: peer → latest
+	entries  int
+	dirty    map[destKey]destState // not yet in job_states
+	upto     int64                 // the last history row committed
+	flushed  time.Time
 
 	peerText map[peer.ID]string
 }
@@ -173,7 +173,7 @@ const (
 // latestIn returns the destination's latest state, loading the job's
 // states within tx when not loaded; overlay holds this transaction's
 // decisions, not yet committed.
-func (s *Store) latestIn(ctx context.Context, tx *sql.Tx, overlay map[destKey]destState, k destKey) (destState, bool, error) {
+func (s *Store) latestIn(ctx context.Context, tx *tx, overlay map[destKey]destState, k destKey) (destState, bool, error) {
 	if d, ok := overlay[k]; ok {
 		return d, true, nil
 	}
@@ -249,7 +249,12 @@ func (s *Store) flushDue() bool {
 
 // flushStates writes the destinations' latest states that changed to
 // job_states, in key order, with the history row they reflect.
+//
+// One flush runs at a time: a read that flushes first must find in
+// job_states what a flush under way took from memory.
 func (s *Store) flushStates(ctx context.Context) error {
+	s.live.flushing.Lock()
+	defer s.live.flushing.Unlock()
 	s.live.mu.Lock()
 	dirty, upto := s.live.dirty, s.live.upto
 	s.live.dirty = map[destKey]destState{}
@@ -288,16 +293,16 @@ func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, u
 	defer tx.Rollback()
 	const chunk = 5000
 	for i := 0; i < len(keys); i += chunk {
-		var rows []any
+		var rows [][]any
 		for _, k := range keys[i:min(i+chunk, len(keys))] {
 			st := states[k]
 			rows = append(rows, []any{k.job, k.peer, st.State, st.At, st.Reason, st.Exit, st.Output, st.Via})
 		}
-		if err := execJSON(ctx, tx, upsertStates, rows); err != nil {
+		if err := tx.execBatch(ctx, upsertStates, nil, rows); err != nil {
 			return fmt.Errorf("write %d job states: %w", len(rows), err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = max(value, ?) WHERE key = 'job_states_upto'`, upto); err != nil {
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = ? WHERE key = 'job_states_upto' AND value < ?`, upto, upto); err != nil {
 		return err
 	}
 	return tx.Commit()

@@ -28,7 +28,7 @@ var ErrNoPackage = errors.New("no such package")
 func (s *Store) AddPackage(ctx context.Context, p Package) error {
 	_, err := s.db.ExecContext(ctx, `INSERT INTO packages(cid, name, version, size, stored, chunks, added_at) VALUES(?, ?, ?, ?, ?, ?, ?)
 		ON CONFLICT(cid) DO NOTHING`, p.CID, p.Name, p.Version, p.Size, p.Stored, p.Chunks, p.AddedAt.Unix())
-	if err != nil && strings.Contains(err.Error(), "UNIQUE") {
+	if err != nil && strings.Contains(strings.ToLower(err.Error()), "unique") {
 		return fmt.Errorf("%s@%s is already another package: give this one another version", p.Name, p.Version)
 	}
 	return err

@@ -3,8 +3,6 @@ package store
 import (
 	"context"
 	"database/sql"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -90,7 +88,7 @@ func (s *Store) Apply(ctx context.Context, via peer.ID, reports []report.Report,
 // once, and each commit writes every page it touched, so fewer, larger
 // transactions write far less. Each caller returns once its reports are
 // durable.
-func (s *Store) apply(ctx context.Context, via peer.ID, reports []report.Report, forward bool, also func(*sql.Tx) error) error {
+func (s *Store) apply(ctx context.Context, via peer.ID, reports []report.Report, forward bool, also func(*tx) error) error {
 	req := &applyReq{via: via, reports: reports, forward: forward, also: also, done: make(chan error, 1)}
 	s.group.mu.Lock()
 	s.group.pending = append(s.group.pending, req)
@@ -114,7 +112,7 @@ type applyReq struct {
 	via     peer.ID
 	reports []report.Report
 	forward bool
-	also    func(*sql.Tx) error
+	also    func(*tx) error
 	done    chan error
 }
 
@@ -175,7 +173,7 @@ func (s *Store) commitGroup(group []*applyReq) error {
 	}
 	defer tx.Rollback()
 	g := &groupTx{tx: tx, overlay: map[destKey]destState{},
-		inv: &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*sql.Stmt{}}}
+		inv: &invTx{s: s, tx: tx, fresh: map[string]int64{}, gone: map[string]bool{}, stmts: map[string]*stmt{}}}
 	defer g.inv.close()
 	for _, r := range group {
 		if err := s.applyTx(ctx, g, r); err != nil {
@@ -192,7 +190,7 @@ func (s *Store) commitGroup(group []*applyReq) error {
 
 // groupTx is one group commit's transaction and what it decided.
 type groupTx struct {
-	tx      *sql.Tx
+	tx      *tx
 	inv     *invTx
 	overlay map[destKey]destState // destinations' new latest states
 	upto    int64                 // the last history row written
@@ -202,28 +200,40 @@ type groupTx struct {
 const stateRank = `CASE %s WHEN 'waiting' THEN 0 WHEN 'received' THEN 1 WHEN 'fetching' THEN 2
 	WHEN 'scheduled' THEN 3 WHEN 'running' THEN 4 ELSE 5 END`
 
-// upsertStates writes destinations' latest states: the newest wins.
-var upsertStates = `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
+// upsertStates writes destinations' latest states: the newest wins. The
+// rows are one parameter: a JSON array in SQLite, arrays in PostgreSQL.
+var upsertStates = batchSQL{
+	sqlite: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
 	SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7
-	FROM json_each(?) WHERE true
+	FROM json_each(?) WHERE true` + upsertStatesOn,
+	postgres: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[])` + upsertStatesOn,
+}
+
+var upsertStatesOn = `
 	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
 		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
 	WHERE excluded.state != 'waiting' AND (job_states.state = 'waiting' OR excluded.at > job_states.at OR
-		(excluded.at = job_states.at AND ` + fmt.Sprintf(stateRank, "excluded.state") + ` > ` + fmt.Sprintf(stateRank, "job_states.state") + `))`
+		(excluded.at = job_states.at AND ` + stateRankExcluded + ` > ` + stateRankStored + `))`
+
+var (
+	stateRankExcluded = fmt.Sprintf(stateRank, "excluded.state")
+	stateRankStored   = fmt.Sprintf(stateRank, "job_states.state")
+)
 
 // applyTx applies one caller's reports in tx.
 func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
 	tx, inv := g.tx, g.inv
 	viaID := s.peerString(req.via)
 	// A batch is up to a thousand reports: each statement below takes all
-	// of them at once, as a JSON array, since a statement per report costs
-	// more than the rows it writes.
-	var queued []any
+	// of them at once, as one parameter, since a statement per report
+	// costs more than the rows it writes.
+	var queued [][]any
 	moved := map[string][]transition{} // by job
 	for _, r := range req.reports {
 		origin := s.peerString(r.Origin)
 		if req.forward {
-			queued = append(queued, []any{r.ID, origin, r.Kind, r.At, hex.EncodeToString(r.Body)})
+			queued = append(queued, []any{r.ID, origin, r.Kind, r.At, r.Body})
 		}
 		switch r.Kind {
 		case KindInventory:
@@ -259,21 +269,18 @@ func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
 		}
 	}
 	if len(queued) > 0 {
-		if err := execJSON(ctx, tx, `INSERT INTO outbox(id, origin, kind, at, body)
-			SELECT value->>0, value->>1, value->>2, value->>3, unhex(value->>4) FROM json_each(?) WHERE true
-			ON CONFLICT(id) DO NOTHING`, queued); err != nil {
+		if err := tx.execBatch(ctx, queueOutbox, nil, queued); err != nil {
 			return fmt.Errorf("queue %d reports: %w", len(queued), err)
 		}
 	}
 	for _, job := range slices.Sorted(maps.Keys(moved)) {
 		records := appendTransitions(nil, moved[job])
-		res, err := tx.ExecContext(ctx, `INSERT INTO job_transitions(job_id, records) VALUES(?, ?)`, job, string(records))
+		var last int64
+		err := tx.QueryRowContext(ctx, `INSERT INTO job_transitions(job_id, records) VALUES(?, ?) RETURNING id`, job, string(records)).Scan(&last)
 		if err != nil {
 			return fmt.Errorf("record %d transitions of job %s: %w", len(moved[job]), job, err)
 		}
-		if last, err := res.LastInsertId(); err == nil {
-			g.upto = max(g.upto, last)
-		}
+		g.upto = max(g.upto, last)
 	}
 	if req.also != nil {
 		return req.also(tx)
@@ -281,14 +288,14 @@ func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
 	return nil
 }
 
-// execJSON runs a statement whose one parameter is rows as a JSON array.
-func execJSON(ctx context.Context, tx *sql.Tx, q string, rows []any) error {
-	list, err := json.Marshal(rows)
-	if err != nil {
-		return err
-	}
-	_, err = tx.ExecContext(ctx, q, string(list))
-	return err
+// queueOutbox queues reports to go up, each once.
+var queueOutbox = batchSQL{
+	sqlite: `INSERT INTO outbox(id, origin, kind, at, body)
+		SELECT value->>0, value->>1, value->>2, value->>3, unhex(value->>4) FROM json_each(?) WHERE true
+		ON CONFLICT(id) DO NOTHING`,
+	postgres: `INSERT INTO outbox(id, origin, kind, at, body)
+		SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bytea[])
+		ON CONFLICT(id) DO NOTHING`,
 }
 
 // DestState is one destination's latest state for a job.

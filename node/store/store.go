@@ -1,5 +1,6 @@
 // Package store is the node's database: SQLite in the node's home by
-// default, with its schema migrations embedded and applied at open.
+// default, or PostgreSQL, with one schema whose migrations are embedded
+// and applied at open (see dialect.go for how one text serves both).
 package store
 
 import (
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"io/fs"
 	"log/slog"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,7 +33,7 @@ var migrations embed.FS
 
 // Store is an open node database.
 type Store struct {
-	db    *sql.DB
+	db    *db
 	codec *inventory.Codec
 
 	mu      sync.Mutex
@@ -71,36 +73,65 @@ func (s *Store) log(what string, err error) {
 	slog.Default().Error(what, "svc", "store", "err", err)
 }
 
-// Open opens (creating if needed) the SQLite database at path and brings
-// its schema up to date.
-func Open(ctx context.Context, path string) (*Store, error) {
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate"
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("open database %s: %w", path, err)
+// Open opens (creating if needed) the database dsn names and brings its
+// schema up to date: a postgres:// or postgresql:// URL is a PostgreSQL
+// database (which must exist), anything else the path of a SQLite file.
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	var d dialect
+	var conn *sql.DB
+	var err error
+	where := dsn
+	if IsPostgres(dsn) {
+		d = postgresDB
+		where = redact(dsn)
+		conn, err = sql.Open("pgx", dsn)
+		if err == nil {
+			// Reads run beside the one writer of reports.
+			conn.SetMaxOpenConns(8)
+			err = conn.PingContext(ctx)
+		}
+	} else {
+		path := strings.TrimPrefix(dsn, "sqlite:")
+		where = path
+		conn, err = sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate")
+		// One writer at a time is SQLite's rule; a single connection also
+		// keeps the pragmas above in force.
+		conn.SetMaxOpenConns(1)
 	}
-	// One writer at a time is SQLite's rule; a single connection also keeps
-	// the pragmas above in force.
-	db.SetMaxOpenConns(1)
+	if err != nil {
+		if conn != nil {
+			conn.Close()
+		}
+		return nil, fmt.Errorf("open %s database %s: %w", d, where, err)
+	}
 	codec, err := inventory.NewCodec()
 	if err != nil {
-		db.Close()
+		conn.Close()
 		return nil, err
 	}
-	s := &Store{db: db, codec: codec, itemIDs: map[string]int64{},
+	s := &Store{db: &db{conn, d}, codec: codec, itemIDs: map[string]int64{},
 		flushNow: make(chan struct{}, 1), stop: make(chan struct{}),
 		live: liveStates{flushed: time.Now(), jobs: map[string]map[string]destState{}, dirty: map[destKey]destState{}, peerText: map[peer.ID]string{}}}
 	if err := s.migrate(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+		conn.Close()
+		return nil, fmt.Errorf("%s database %s: %w", d, where, err)
 	}
 	if err := s.replayStates(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("database %s: %w", path, err)
+		conn.Close()
+		return nil, fmt.Errorf("%s database %s: %w", d, where, err)
 	}
 	s.flusher.Add(1)
 	go s.flushLoop()
 	return s, nil
+}
+
+// redact is a DSN without its password, for messages.
+func redact(dsn string) string {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "(a postgres URL that does not parse)"
+	}
+	return u.Redacted()
 }
 
 // Close closes the database.
@@ -113,45 +144,75 @@ func (s *Store) Close() error {
 	return errors.Join(err, s.db.Close())
 }
 
+// migrate applies the migrations the database has not had, each in its
+// own transaction with the schema version it brings: SQLite keeps it in
+// PRAGMA user_version, PostgreSQL in the table swdist_schema, under a lock
+// so that two nodes opening one database do not both migrate it.
 func (s *Store) migrate(ctx context.Context) error {
-	var version int
-	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
-		return fmt.Errorf("read schema version: %w", err)
-	}
 	names, err := fs.Glob(migrations, "migrations/*.sql")
 	if err != nil {
 		return err
 	}
 	slices.Sort(names)
+	pg := s.db.d == postgresDB
+	if pg {
+		if _, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS swdist_schema (version BIGINT NOT NULL)`); err != nil {
+			return fmt.Errorf("create swdist_schema: %w", err)
+		}
+	}
 	for _, name := range names {
 		base := strings.TrimPrefix(name, "migrations/")
 		n, err := strconv.Atoi(strings.SplitN(base, "_", 2)[0])
 		if err != nil {
 			return fmt.Errorf("migration %s: name must start with its number", name)
 		}
-		if n <= version {
-			continue
-		}
 		script, err := migrations.ReadFile(name)
 		if err != nil {
 			return err
 		}
-		tx, err := s.db.BeginTx(ctx, nil)
-		if err != nil {
+		if err := s.migrateTo(ctx, n, base, string(script)); err != nil {
 			return err
 		}
-		if _, err := tx.ExecContext(ctx, string(script)); err != nil {
-			tx.Rollback()
-			return fmt.Errorf("apply migration %s: %w", base, err)
+	}
+	return nil
+}
+
+// migrateTo applies one migration if the schema is older than n.
+func (s *Store) migrateTo(ctx context.Context, n int, base, script string) error {
+	tx, err := s.db.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var version int
+	if s.db.d == postgresDB {
+		if _, err := tx.ExecContext(ctx, `SELECT pg_advisory_xact_lock(hashtext(current_schema()))`); err != nil {
+			return fmt.Errorf("lock the schema: %w", err)
 		}
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", n)); err != nil {
-			tx.Rollback()
-			return err
-		}
-		if err := tx.Commit(); err != nil {
-			return fmt.Errorf("commit migration %s: %w", base, err)
-		}
-		version = n
+		err = tx.QueryRowContext(ctx, `SELECT coalesce(max(version), 0) FROM swdist_schema`).Scan(&version)
+		script = pgSchema(script)
+	} else {
+		err = tx.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version)
+	}
+	if err != nil {
+		return fmt.Errorf("read schema version: %w", err)
+	}
+	if n <= version {
+		return nil
+	}
+	if _, err := tx.ExecContext(ctx, script); err != nil {
+		return fmt.Errorf("apply migration %s: %w", base, err)
+	}
+	if s.db.d == postgresDB {
+		_, err = tx.ExecContext(ctx, `DELETE FROM swdist_schema; INSERT INTO swdist_schema(version) VALUES(`+strconv.Itoa(n)+`)`)
+	} else {
+		_, err = tx.ExecContext(ctx, fmt.Sprintf("PRAGMA user_version = %d", n))
+	}
+	if err != nil {
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("commit migration %s: %w", base, err)
 	}
 	return nil
 }

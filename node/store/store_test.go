@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"errors"
-	"path/filepath"
 	"testing"
 	"time"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/enroll"
 	"github.com/swdist/swdist/hierarchy/tree"
+	"github.com/swdist/swdist/node/store/storetest"
 )
 
 func newID(t *testing.T) (peer.ID, crypto.PrivKey) {
@@ -36,9 +36,11 @@ func open(t *testing.T, path string) *Store {
 	return s
 }
 
-func TestChildrenPersist(t *testing.T) {
+func TestChildrenPersist(t *testing.T) { storetest.Each(t, testChildrenPersist) }
+
+func testChildrenPersist(t *testing.T, dsn string) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "swdist.db")
+	path := dsn
 	s := open(t, path)
 	id, _ := newID(t)
 	want := tree.Child{PeerID: id, Role: cert.RoleClient, Site: "a", Groups: []string{"tills"},
@@ -60,9 +62,11 @@ func TestChildrenPersist(t *testing.T) {
 	}
 }
 
-func TestTokenUsedOnce(t *testing.T) {
+func TestTokenUsedOnce(t *testing.T) { storetest.Each(t, testTokenUsedOnce) }
+
+func testTokenUsedOnce(t *testing.T, dsn string) {
 	ctx := context.Background()
-	s := open(t, filepath.Join(t.TempDir(), "swdist.db"))
+	s := open(t, dsn)
 	id, _ := newID(t)
 	nonce := cert.NewNonce()
 	exp := time.Now().Add(time.Hour)
@@ -77,9 +81,11 @@ func TestTokenUsedOnce(t *testing.T) {
 	}
 }
 
-func TestRevocationsPersist(t *testing.T) {
+func TestRevocationsPersist(t *testing.T) { storetest.Each(t, testRevocationsPersist) }
+
+func testRevocationsPersist(t *testing.T, dsn string) {
 	ctx := context.Background()
-	path := filepath.Join(t.TempDir(), "swdist.db")
+	path := dsn
 	s := open(t, path)
 	target, _ := newID(t)
 	revoker, key := newID(t)
