@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -49,6 +50,9 @@ type Options struct {
 	// InventoryCollectors, if set, replace the machine's collectors
 	// (benchmarks that simulate many machines in one process).
 	InventoryCollectors []inventory.Collector
+	// DB, if set, is the database instead of the config's db: a SQLite
+	// file or a postgres:// URL ('swdist run --db').
+	DB string
 }
 
 // Node is a running swdist node.
@@ -97,6 +101,19 @@ type Node struct {
 	closed  bool
 }
 
+// dbDSN is the node's database: --db, else the config's db; a SQLite
+// file's relative path is in the home.
+func (n *Node) dbDSN() string {
+	dsn := n.cfg.DB
+	if n.opts.DB != "" {
+		dsn = n.opts.DB
+	}
+	if !store.IsPostgres(dsn) && !filepath.IsAbs(dsn) {
+		dsn = filepath.Join(n.home.Dir, dsn)
+	}
+	return dsn
+}
+
 // Open loads the node in h and builds its services; Start starts them.
 func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if !h.Initialised() {
@@ -139,7 +156,7 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 		return nil, err
 	}
 	n.chain.Store(&ch)
-	if n.store, err = store.Open(ctx, h.DB()); err != nil {
+	if n.store, err = store.Open(ctx, n.dbDSN()); err != nil {
 		return nil, err
 	}
 	if n.invCodec, err = inventory.NewCodec(); err != nil {

@@ -111,7 +111,8 @@ Nothing is written if the parent refuses.`,
 }
 
 func (a *app) runCmd() *cobra.Command {
-	return &cobra.Command{
+	var db string
+	cmd := &cobra.Command{
 		Use:   "run",
 		Short: "Run the node daemon until interrupted",
 		Args:  args(0, ""),
@@ -137,7 +138,7 @@ func (a *app) runCmd() *cobra.Command {
 			log := slog.New(slog.NewTextHandler(io.MultiWriter(a.errOut, logFile), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			n, err := node.Open(ctx, h, node.Options{Logger: log})
+			n, err := node.Open(ctx, h, node.Options{Logger: log, DB: db})
 			if err != nil {
 				return err
 			}
@@ -148,4 +149,6 @@ func (a *app) runCmd() *cobra.Command {
 			return nil
 		},
 	}
+	cmd.Flags().StringVar(&db, "db", "", "the database: a SQLite file or a postgres://USER@HOST/DB URL (default the config's db, swdist.db in the home)")
+	return cmd
 }

@@ -25,7 +25,10 @@ type Config struct {
 	Site   string   `toml:"site"`
 	Groups []string `toml:"groups"`
 	// Listen addresses: TCP and QUIC only, the transports the tree uses.
-	Listen    []string  `toml:"listen"`
+	Listen []string `toml:"listen"`
+	// DB is the node's database: a SQLite file (relative to the home) or
+	// a postgres:// URL.
+	DB        string    `toml:"db" comment:"the database: a SQLite file in the home, or postgres://USER@HOST/DB"`
 	Parent    Parent    `toml:"parent"`
 	Limits    Limits    `toml:"limits"`
 	Enroll    Enroll    `toml:"enroll"`
@@ -162,6 +165,9 @@ func (c *Config) Defaults() {
 	}
 	if c.Jobs.InstallRoot == "" {
 		c.Jobs.InstallRoot = "installed"
+	}
+	if c.DB == "" {
+		c.DB = "swdist.db"
 	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
