@@ -8,6 +8,7 @@ import (
 	"maps"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -291,21 +292,69 @@ func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, u
 		return fmt.Errorf("write job states: %w", err)
 	}
 	defer tx.Rollback()
-	const chunk = 5000
+	if s.db.d == postgresDB {
+		err = writeStatesPG(ctx, tx, keys, states)
+	} else {
+		err = writeStatesSQLite(ctx, tx, keys, states)
+	}
+	if err != nil {
+		return err
+	}
+	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = ? WHERE key = 'job_states_upto' AND value < ?`, upto, upto); err != nil {
+		return err
+	}
+	return tx.Commit()
+}
+
+// writeStatesSQLite upserts states with a prepared statement of many rows:
+// SQLite binds parameters faster than it reads them back from JSON.
+func writeStatesSQLite(ctx context.Context, tx *tx, keys []destKey, states map[destKey]destState) error {
+	const chunk = 500 // rows per statement: 4,000 parameters
+	stmts := map[int]*stmt{}
+	defer func() {
+		for _, st := range stmts {
+			st.Close()
+		}
+	}()
+	args := make([]any, 0, 8*chunk)
+	for i := 0; i < len(keys); i += chunk {
+		part := keys[i:min(i+chunk, len(keys))]
+		st := stmts[len(part)]
+		if st == nil {
+			var err error
+			q := `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via) VALUES ` +
+				strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(part)-1) + "(?, ?, ?, ?, ?, ?, ?, ?)" + upsertStatesOn
+			if st, err = tx.PrepareContext(ctx, q); err != nil {
+				return fmt.Errorf("write job states: %w", err)
+			}
+			stmts[len(part)] = st
+		}
+		args = args[:0]
+		for _, k := range part {
+			d := states[k]
+			args = append(args, k.job, k.peer, d.State, d.At, d.Reason, d.Exit, d.Output, d.Via)
+		}
+		if _, err := st.ExecContext(ctx, args...); err != nil {
+			return fmt.Errorf("write %d job states: %w", len(part), err)
+		}
+	}
+	return nil
+}
+
+// writeStatesPG upserts states as arrays, one per column.
+func writeStatesPG(ctx context.Context, tx *tx, keys []destKey, states map[destKey]destState) error {
+	const chunk = 20_000
 	for i := 0; i < len(keys); i += chunk {
 		var rows [][]any
 		for _, k := range keys[i:min(i+chunk, len(keys))] {
 			st := states[k]
 			rows = append(rows, []any{k.job, k.peer, st.State, st.At, st.Reason, st.Exit, st.Output, st.Via})
 		}
-		if err := tx.execBatch(ctx, upsertStates, nil, rows); err != nil {
+		if err := tx.execBatch(ctx, upsertStatesPG, nil, rows); err != nil {
 			return fmt.Errorf("write %d job states: %w", len(rows), err)
 		}
 	}
-	if _, err := tx.ExecContext(ctx, `UPDATE store_meta SET value = ? WHERE key = 'job_states_upto' AND value < ?`, upto, upto); err != nil {
-		return err
-	}
-	return tx.Commit()
+	return nil
 }
 
 // replayStates writes to job_states what history holds past the last

@@ -200,15 +200,10 @@ type groupTx struct {
 const stateRank = `CASE %s WHEN 'waiting' THEN 0 WHEN 'received' THEN 1 WHEN 'fetching' THEN 2
 	WHEN 'scheduled' THEN 3 WHEN 'running' THEN 4 ELSE 5 END`
 
-// upsertStates writes destinations' latest states: the newest wins. The
-// rows are one parameter: a JSON array in SQLite, arrays in PostgreSQL.
-var upsertStates = batchSQL{
-	sqlite: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
-	SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7
-	FROM json_each(?) WHERE true` + upsertStatesOn,
-	postgres: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[])` + upsertStatesOn,
-}
+// upsertStatesPG writes destinations' latest states, one array per column:
+// the newest wins. (SQLite's form is in writeStatesSQLite.)
+var upsertStatesPG = batchSQL{postgres: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[])` + upsertStatesOn}
 
 var upsertStatesOn = `
 	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
