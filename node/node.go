@@ -94,6 +94,7 @@ type Node struct {
 	wanted   map[string]int     // blocks this node fetches for itself, by CID key
 	route    map[string]peer.ID // the peer each block being fetched for this node comes from
 	swarm    *swarm.Service
+	coll     collectState // collect jobs' fetches (collect.go)
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -305,6 +306,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream, Logger: n.log})
 	n.exchange.Start()
+	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})
 	if n.issuer != nil {
 		n.swarm.Start()
@@ -314,7 +316,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.goRun(ctx, "reports", n.reports.Run)
 	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log, MaxConcurrent: n.cfg.Jobs.MaxConcurrent,
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob, "uninstall": n.uninstallJob,
-			"transfer": n.transferJob, "delete": n.deleteJob}})
+			"transfer": n.transferJob, "delete": n.deleteJob, "collect": n.collectJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if v.Type == gossip.TypeCancel {

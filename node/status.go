@@ -36,6 +36,10 @@ func (n *Node) reportStatus(ctx context.Context, s job.Status) error {
 // applyReports takes a child's batch: stored, and queued for the parent.
 func (n *Node) applyReports(ctx context.Context, from peer.ID, reports []report.Report) error {
 	reports = n.checkReports(from, reports)
+	reports, err := n.takeCollections(ctx, from, reports)
+	if err != nil {
+		return err
+	}
 	if err := n.store.Apply(ctx, from, reports, n.parent != ""); err != nil {
 		return err
 	}

@@ -89,6 +89,7 @@ type Backend interface {
 	JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error)
 	InventoryBackend
 	PackageBackend
+	CollectBackend
 	Bandwidth(ctx context.Context) (Bandwidth, error)
 }
 
@@ -177,6 +178,7 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	inventoryRoutes(mux, b)
 	statsRoutes(mux, b)
 	packageRoutes(mux, b)
+	collectRoutes(mux, b)
 	return &Server{ln: ln, srv: &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}, log: log}, nil
 }
 
