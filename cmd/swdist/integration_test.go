@@ -591,6 +591,36 @@ func TestJobsCLI(t *testing.T) {
 		t.Errorf("C2 has no tool installed: %v", err)
 	}
 
+	// A collect job brings a file from both clients to the server, which
+	// writes each client's copy under its own directory.
+	log := filepath.Join(dir, "logs", "app.log")
+	if err := os.MkdirAll(filepath.Dir(log), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, log, "started\nall well\n", 0o640)
+	var col api.JobCreated
+	must(t, &col, p.homes["S"], "job", "create", "--type", "collect", "--path", filepath.Join(dir, "logs", "*.log"), "--max-size", "1M",
+		"--target", "role=client", "--sign-key", key, "--json")
+	waitStatus(t, p.homes["S"], col.ID, "both clients collected", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 })
+	var files api.JobFiles
+	out := filepath.Join(dir, "collected")
+	must(t, &files, p.homes["S"], "job", "files", col.ID, "--out", out, "--json")
+	if len(files.Peers) != 2 || len(files.Written) != 2 {
+		t.Errorf("job files: %+v", files)
+	}
+	for _, e := range files.Peers {
+		got, err := os.ReadFile(filepath.Join(out, e.Dir, strings.TrimPrefix(log, "/")))
+		if e.State != "collected" || e.Files != 1 || err != nil || string(got) != "started\nall well\n" {
+			t.Errorf("%s: %+v: %q, %v", e.PeerID, e, got, err)
+		}
+	}
+	if r := cli(t, p.homes["S"], "job", "files", inst.ID); r.code != 1 || !strings.Contains(r.stderr, "only collect jobs") {
+		t.Errorf("job files of an install job: exit %d, %s", r.code, r.stderr)
+	}
+	if r := cli(t, p.homes["S"], "job", "create", "--type", "collect", "--path", "logs/*.log", "--target", "all", "--sign-key", key); r.code != 2 || !strings.Contains(r.stderr, "absolute") {
+		t.Errorf("collect of a relative path: exit %d, %s", r.code, r.stderr)
+	}
+
 	var d api.JobDetail
 	must(t, &d, p.homes["C1"], "job", "show", created.ID, "--json")
 	if d.Admin != "alice" || d.AdminScope != p.ids["S"] || d.Params["command"] != "uname -a" || d.Type != "run" {

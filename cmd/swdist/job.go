@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"maps"
@@ -25,11 +26,11 @@ import (
 )
 
 // jobTypes are the job types that can be created now.
-var jobTypes = []string{"run", "install", "uninstall", "transfer", "delete", "inventory"}
+var jobTypes = []string{"run", "install", "uninstall", "transfer", "delete", "inventory", "collect"}
 
 func (a *app) jobCmd() *cobra.Command {
 	cmd := &cobra.Command{Use: "job", Short: "Create jobs, signed by an administrator, and follow them"}
-	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobRetryCmd())
+	cmd.AddCommand(a.jobCreateCmd(), a.jobSubmitCmd(), a.jobLsCmd(), a.jobShowCmd(), a.jobStatusCmd(), a.jobCancelCmd(), a.jobRetryCmd(), a.jobFilesCmd())
 	return cmd
 }
 
@@ -39,6 +40,8 @@ type jobFlags struct {
 	reinstall                                     bool
 	timeout, expires, notBefore, spread           time.Duration
 	targets                                       []string
+	paths                                         []string // for collect
+	maxSize                                       string
 	// resolve finds a package known to the local daemon.
 	resolve func(ref string) (api.Package, error)
 }
@@ -86,6 +89,8 @@ peer=P1,P2, subtree=P.`,
 		return call(a, func(c *api.Client, ctx context.Context) (api.Package, error) { return c.FindPackage(ctx, ref) })
 	}
 	fl.DurationVar(&f.timeout, "timeout", 10*time.Minute, "for --type run and install: how long the command or script may run")
+	fl.StringArrayVar(&f.paths, "path", nil, "for --type collect: an absolute path or glob pattern (*, ?, [...]) of files to collect from each target; a directory is collected whole; repeatable")
+	fl.StringVar(&f.maxSize, "max-size", "", "for --type collect: the most each target may collect (default 64M); a target whose paths match more fails and collects nothing")
 	fl.StringArrayVar(&f.targets, "target", nil, "which nodes: all, site=S, group=G, role=R, peer=P1,P2, subtree=P; repeatable, combined as AND (required)")
 	fl.StringVar(&f.signKey, "sign-key", "", "the administrator's private key (required)")
 	fl.StringVar(&f.adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
@@ -108,6 +113,18 @@ func (f jobFlags) sign() ([]byte, gossip.Manifest, error) {
 			return nil, m, usagef("--type run needs --command")
 		}
 		m.Params = map[string]string{"command": f.command, "timeout": f.timeout.String()}
+	case "collect":
+		if err := node.CollectPaths(f.paths); err != nil {
+			return nil, m, usagef("--type collect --path: %v", err)
+		}
+		paths, _ := json.Marshal(f.paths)
+		m.Params = map[string]string{node.ParamPaths: string(paths)}
+		if f.maxSize != "" {
+			if v, ok := inventory.ParseNumber(f.maxSize); !ok || v <= 0 {
+				return nil, m, usagef("--max-size %q: a size like 10M or 1G", f.maxSize)
+			}
+			m.Params[node.ParamMaxSize] = f.maxSize
+		}
 	case "inventory":
 		// Each target collects its inventory now and reports what changed.
 	case "uninstall":
