@@ -191,6 +191,8 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, err
 // the root block from upstream, then the chunks from upstream and from
 // this node's peers for the package (see getBlocks).
 func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error) {
+	n.want([]cid.Cid{root}, 1) // kept from garbage collection until the chunks are in
+	defer n.want([]cid.Cid{root}, -1)
 	if ok, err := n.blocks.Has(ctx, root); err != nil {
 		return pkg.Root{}, err
 	} else if !ok {
@@ -432,6 +434,10 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 		defer n.wg.Done()
 		ctx, cancel := context.WithDeadline(ctx, v.ExpiresAt)
 		defer cancel()
+		if err := n.store.AddPin(ctx, store.Pin{CID: root.String(), Job: v.JobID, Until: v.ExpiresAt}); err != nil {
+			n.log.Warn("pin prefetched package", "job", v.JobID, "package", root, "err", err)
+			return
+		}
 		start := time.Now()
 		r, err := n.fetchPackage(ctx, root)
 		if err != nil {
@@ -443,6 +449,7 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 			Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}); err != nil {
 			n.log.Warn("record prefetched package", "package", root, "err", err)
 		}
+		n.afterFetch(ctx)
 	}()
 }
 

@@ -40,9 +40,20 @@ func (n *Node) jobPackage(ctx context.Context, m gossip.Manifest, step func(stat
 	if err != nil {
 		return cid.Undef, pkg.Root{}, fmt.Errorf("package %q: %w", m.Package.CID, err)
 	}
+	if err := n.store.AddPin(ctx, store.Pin{CID: root.String(), Job: m.JobID, Until: m.ExpiresAt}); err != nil {
+		return root, pkg.Root{}, fmt.Errorf("pin package %s: %w", root, err)
+	}
 	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
 	r, err := n.fetchPackage(ctx, root)
-	return root, r, err
+	if err != nil {
+		return root, r, err
+	}
+	if err := n.store.AddPackage(ctx, store.Package{CID: root.String(), Name: r.Name, Version: r.Version, Size: r.Size,
+		Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}); err != nil {
+		return root, r, err
+	}
+	n.afterFetch(ctx)
+	return root, r, nil
 }
 
 // Install conditions: a job's parameters that say where it may install.
@@ -239,12 +250,8 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 // transferJob runs a "transfer" job: the package is fetched and kept here
 // (staged for a later install), nothing else.
 func (n *Node) transferJob(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error) {
-	root, r, err := n.jobPackage(ctx, m, step)
+	_, r, err := n.jobPackage(ctx, m, step)
 	if err != nil {
-		return "", err
-	}
-	if err := n.store.AddPackage(ctx, store.Package{CID: root.String(), Name: r.Name, Version: r.Version, Size: r.Size,
-		Stored: r.Stored, Chunks: len(r.Chunks), AddedAt: time.Now()}); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("staged %s %s (%d bytes)", r.Name, r.Version, r.Stored), nil
@@ -309,6 +316,9 @@ func (n *Node) deleteJob(ctx context.Context, m gossip.Manifest, step func(state
 		freed++
 	}
 	if err := n.store.ForgetPackage(ctx, root.String()); err != nil {
+		return "", err
+	}
+	if err := n.store.Unpin(ctx, root.String()); err != nil {
 		return "", err
 	}
 	return fmt.Sprintf("deleted %s %s: %d blocks removed, %d shared with other packages kept", r.Name, r.Version, freed, kept), nil

@@ -95,6 +95,7 @@ type Node struct {
 	route    map[string]peer.ID // the peer each block being fetched for this node comes from
 	swarm    *swarm.Service
 	coll     collectState // collect jobs' fetches (collect.go)
+	gcMu     sync.Mutex   // one garbage collection at a time
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -304,7 +305,8 @@ func (n *Node) Start(ctx context.Context) error {
 	if n.issuer != nil {
 		rcfg.Sink = n.applyReports
 	}
-	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream, Logger: n.log})
+	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
+		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Logger: n.log})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})
@@ -314,6 +316,7 @@ func (n *Node) Start(ctx context.Context) error {
 	n.reports = report.New(n.host, rcfg)
 	n.reports.Start()
 	n.goRun(ctx, "reports", n.reports.Run)
+	n.goRun(ctx, "block store budget", n.gcLoop)
 	n.exec = job.New(ctx, job.Config{Report: n.reportStatus, Runs: n.store, Logger: n.log, MaxConcurrent: n.cfg.Jobs.MaxConcurrent,
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob, "uninstall": n.uninstallJob,
 			"transfer": n.transferJob, "delete": n.deleteJob, "collect": n.collectJob}})

@@ -38,6 +38,10 @@ func (n *Node) AddPackage(ctx context.Context, p api.Package) (api.Package, erro
 	if err := n.store.AddPackage(ctx, sp); err != nil {
 		return api.Package{}, api.BadRequest("%v", err)
 	}
+	// Added here: kept until a delete job removes it.
+	if err := n.store.AddPin(ctx, store.Pin{CID: sp.CID}); err != nil {
+		return api.Package{}, fmt.Errorf("pin package %s: %w", sp.CID, err)
+	}
 	return apiPackage(sp, true), nil
 }
 
@@ -66,11 +70,50 @@ func (n *Node) ListPackages(ctx context.Context) ([]api.Package, error) {
 	if err != nil {
 		return nil, err
 	}
+	keep, err := n.keepReasons(ctx)
+	if err != nil {
+		return nil, err
+	}
 	out := []api.Package{}
 	for _, p := range ps {
-		out = append(out, apiPackage(p, n.held(ctx, n.blocks, p.CID)))
+		ap := apiPackage(p, n.held(ctx, n.blocks, p.CID))
+		ap.Pins, ap.Installed = append([]api.Pin{}, keep.pins[p.CID]...), keep.installed[p.CID]
+		out = append(out, ap)
 	}
 	return out, nil
+}
+
+type keepReasons struct {
+	pins      map[string][]api.Pin // live pins, by package CID
+	installed map[string]bool
+}
+
+// keepReasons says why this node keeps each package it keeps.
+func (n *Node) keepReasons(ctx context.Context) (keepReasons, error) {
+	k := keepReasons{pins: map[string][]api.Pin{}, installed: map[string]bool{}}
+	pins, err := n.store.Pins(ctx)
+	if err != nil {
+		return k, err
+	}
+	now := time.Now()
+	for _, p := range pins {
+		if !p.Live(now) {
+			continue
+		}
+		ap := api.Pin{Job: p.Job}
+		if !p.Until.IsZero() {
+			ap.Until = &p.Until
+		}
+		k.pins[p.CID] = append(k.pins[p.CID], ap)
+	}
+	inst, err := n.store.InstalledSoftware(ctx)
+	if err != nil {
+		return k, err
+	}
+	for _, i := range inst {
+		k.installed[i.CID] = true
+	}
+	return k, nil
 }
 
 // FindPackage implements api.Backend.
@@ -100,5 +143,6 @@ func (n *Node) FetchPackage(ctx context.Context, root string) (api.Package, erro
 	if err := n.store.AddPackage(ctx, sp); err != nil {
 		return api.Package{}, err
 	}
+	n.afterFetch(context.WithoutCancel(ctx))
 	return apiPackage(sp, true), nil
 }

@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"sync"
 	"testing"
@@ -16,7 +17,7 @@ func randomPackage(t *testing.T, c *cluster, name string, size int, seed uint64)
 	b := make([]byte, size)
 	r := rand.NewChaCha8([32]byte{byte(seed)})
 	_, _ = r.Read(b)
-	return addPackage(t, c, name, map[string]string{"blob": string(b)}, "blob", "1")
+	return addPackage(t, c, name, map[string]string{"blob": string(b)}, "blob", fmt.Sprint(seed))
 }
 
 func total(m map[string]int) int {

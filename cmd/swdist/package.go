@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -111,15 +112,39 @@ func (a *app) pkgLsCmd() *cobra.Command {
 					return
 				}
 				tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-				fmt.Fprintln(tw, "NAME\tVERSION\tCID\tSIZE\tSTORED\tCHUNKS\tHELD\tADDED")
+				fmt.Fprintln(tw, "NAME\tVERSION\tCID\tSIZE\tSTORED\tCHUNKS\tHELD\tADDED\tKEPT FOR")
 				for _, p := range ps {
-					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%s\n", p.Name, p.Version, p.CID, humanize.IBytes(p.Size),
-						humanize.IBytes(p.StoredBytes), p.Chunks, p.Held, ago(p.AddedAt))
+					fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%v\t%s\t%s\n", p.Name, p.Version, p.CID, humanize.IBytes(p.Size),
+						humanize.IBytes(p.StoredBytes), p.Chunks, p.Held, ago(p.AddedAt), keptFor(p))
 				}
 				tw.Flush()
+				fmt.Fprintln(w, "A package kept for nothing is removed when the block store is over its budget (blocks.budget).")
 			})
 		},
 	}
+}
+
+// keptFor says why a node keeps a package: "added here", the jobs that
+// pin it and until when, "installed"; "nothing" when none of them.
+func keptFor(p api.Package) string {
+	var why []string
+	for _, pin := range p.Pins {
+		switch {
+		case pin.Job == "":
+			why = append(why, "added here")
+		case pin.Until != nil:
+			why = append(why, fmt.Sprintf("job %s until %s", short(pin.Job), pin.Until.Local().Format("2006-01-02 15:04")))
+		default:
+			why = append(why, "job "+short(pin.Job))
+		}
+	}
+	if p.Installed {
+		why = append(why, "installed")
+	}
+	if len(why) == 0 {
+		return "nothing"
+	}
+	return strings.Join(why, ", ")
 }
 
 func (a *app) pkgGetCmd() *cobra.Command {

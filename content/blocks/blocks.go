@@ -118,3 +118,25 @@ func (s *Store) Delete(ctx context.Context, c cid.Cid) error { return s.bs.Delet
 
 // Size is the bytes the store holds on disk.
 func (s *Store) Size() (uint64, error) { return s.ds.DiskUsage(context.Background()) }
+
+// Keys calls fn with the multihash (as a string, like cid.Cid.Hash's bytes)
+// of every block held, until fn returns false or ctx ends.
+func (s *Store) Keys(ctx context.Context, fn func(mh string) bool) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	ch, err := s.bs.AllKeysChan(ctx)
+	if err != nil {
+		return fmt.Errorf("list blocks: %w", err)
+	}
+	for c := range ch {
+		if !fn(string(c.Hash())) {
+			return nil
+		}
+	}
+	return ctx.Err()
+}
+
+// DeleteHash removes the block whose multihash is mh, whatever its codec.
+func (s *Store) DeleteHash(ctx context.Context, mh string) error {
+	return s.bs.DeleteBlock(ctx, cid.NewCidV1(Raw, []byte(mh)))
+}

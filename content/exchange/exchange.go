@@ -23,6 +23,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/ratelimit"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/wire"
 )
@@ -57,7 +58,14 @@ type Config struct {
 	// answers for them.
 	// from is the peer that asked.
 	Upstream func(ctx context.Context, from member.Peer, cids []cid.Cid) error
-	Logger   *slog.Logger
+	// FetchLimit, if set, gives the limiter that paces blocks fetched from
+	// a peer (nil: not paced), such as the parent across a WAN link.
+	FetchLimit func(p peer.ID) *ratelimit.Limiter
+	// ServeLimit, if set, gives the limiter that paces blocks served to a
+	// peer (nil: not paced), such as a node below a child that falls back
+	// to this node while its own relay is down.
+	ServeLimit func(pr member.Peer) *ratelimit.Limiter
+	Logger     *slog.Logger
 }
 
 // Service serves and fetches blocks.
@@ -113,6 +121,10 @@ func (s *Service) Start() {
 				}
 			}
 		}
+		var lim *ratelimit.Limiter
+		if s.cfg.ServeLimit != nil {
+			lim = s.cfg.ServeLimit(pr)
+		}
 		for _, c := range ids {
 			data, err := s.cfg.Store.Get(ctx, c)
 			r := reply{CID: c.Bytes(), Data: data}
@@ -121,6 +133,10 @@ func (s *Service) Start() {
 				if !errors.Is(err, blocks.ErrNotFound) {
 					s.log.Error("serve block", "cid", c, "err", err)
 				}
+			}
+			if err := lim.Wait(ctx, len(r.Data)); err != nil {
+				_ = str.Reset()
+				return
 			}
 			if err := wire.Write(str, r); err != nil {
 				return
@@ -213,6 +229,10 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (m
 	if err := wire.Write(str, w); err != nil {
 		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
+	var lim *ratelimit.Limiter
+	if s.cfg.FetchLimit != nil {
+		lim = s.cfg.FetchLimit(p)
+	}
 	for range group {
 		var r reply
 		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
@@ -225,6 +245,11 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (m
 		}
 		if r.Missing {
 			continue
+		}
+		// Pacing what is read paces the sender too: the stream's window
+		// fills and it waits.
+		if err := lim.Wait(ctx, len(r.Data)); err != nil {
+			return got, fmt.Errorf("blocks from %s: %w", p, err)
 		}
 		if err := s.cfg.Store.Put(ctx, c, r.Data); err != nil {
 			if errors.Is(err, blocks.ErrCorrupt) {

@@ -19,6 +19,18 @@ type Package struct {
 	AddedAt     time.Time `json:"added_at"`
 	// Held: every block of the package is in this node's block store.
 	Held bool `json:"held"`
+	// Why this node keeps it: the pins that hold it now, and whether it is
+	// installed here. A package with neither is removed when the block
+	// store is over its budget (blocks.budget).
+	Pins      []Pin `json:"pins"`
+	Installed bool  `json:"installed"`
+}
+
+// Pin is a reason to keep a package: the job that named it, until the job
+// expires, or its 'package add' on this node (Job empty, no end).
+type Pin struct {
+	Job   string     `json:"job,omitempty"`
+	Until *time.Time `json:"until,omitempty"`
 }
 
 // PackageBackend is the packages part of Backend.

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -16,6 +17,8 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/node/inventory"
+	"github.com/swdist/swdist/node/job"
 )
 
 // Config is the content of config.toml. Keys and certificates are never
@@ -35,7 +38,58 @@ type Config struct {
 	Tree      Tree      `toml:"tree"`
 	Inventory Inventory `toml:"inventory"`
 	Jobs      Jobs      `toml:"jobs"`
+	Blocks    Blocks    `toml:"blocks"`
+	WAN       WAN       `toml:"wan"`
 	Log       Log       `toml:"log"`
+}
+
+// Blocks configures the block store.
+type Blocks struct {
+	// Budget is the disk the block store may use ("20G"; "0": no budget).
+	// Above it, the blocks of packages that no live job pins and no
+	// installed software needs are removed, oldest package first.
+	Budget Size `toml:"budget"`
+	// GCEvery is how often the budget is checked, besides after each
+	// package fetched.
+	GCEvery Duration `toml:"gc_every"`
+}
+
+// WAN paces this node's traffic over its uplink.
+type WAN struct {
+	// Rate bounds the bytes per second this node fetches from its parent
+	// and ancestors: a relay's prefetch and the blocks it pulls through
+	// for its children ("2M" is 2 MiB/s; "0": no limit).
+	Rate Size `toml:"rate"`
+	// Window, if set ("08:00-18:00", local time), is when Rate is in
+	// force; outside it fetches are not limited.
+	Window string `toml:"window"`
+	// FallbackRate bounds the bytes per second this node serves, all
+	// together, to nodes below its children that fetch from it because
+	// their own relay is down ("0": no limit).
+	FallbackRate Size `toml:"fallback_rate"`
+}
+
+// Size is a number of bytes written as "0", "512K", "20G" or "2.5MB"
+// (K M G T are powers of 1024, KB MB GB TB of 1000).
+type Size struct {
+	Bytes int64
+	set   bool
+}
+
+// SizeOf is n bytes, as if written in the file.
+func SizeOf(n int64) Size { return Size{Bytes: n, set: true} }
+
+// MarshalText implements encoding.TextMarshaler.
+func (s Size) MarshalText() ([]byte, error) { return []byte(strconv.FormatInt(s.Bytes, 10)), nil }
+
+// UnmarshalText implements encoding.TextUnmarshaler.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, ok := inventory.ParseNumber(string(b))
+	if !ok || v < 0 {
+		return fmt.Errorf("size %q: use a number of bytes with an optional unit, like 0, 512K, 20G or 2.5MB", b)
+	}
+	*s = Size{Bytes: int64(v), set: true}
+	return nil
 }
 
 // Jobs configures how this machine runs jobs.
@@ -169,6 +223,18 @@ func (c *Config) Defaults() {
 	if c.DB == "" {
 		c.DB = "swdist.db"
 	}
+	if !c.Blocks.Budget.set {
+		c.Blocks.Budget = SizeOf(0)
+	}
+	if c.Blocks.GCEvery.Duration == 0 {
+		c.Blocks.GCEvery.Duration = 10 * time.Minute
+	}
+	if !c.WAN.Rate.set {
+		c.WAN.Rate = SizeOf(0)
+	}
+	if !c.WAN.FallbackRate.set {
+		c.WAN.FallbackRate = SizeOf(1 << 20)
+	}
 	if c.Log.Level == "" {
 		c.Log.Level = "info"
 	}
@@ -212,6 +278,14 @@ func (c *Config) Validate() error {
 	}
 	if c.Jobs.MaxConcurrent < 1 {
 		return fmt.Errorf("jobs.max_concurrent %d: at least 1", c.Jobs.MaxConcurrent)
+	}
+	if c.WAN.Window != "" {
+		if _, err := job.ParseWindow(c.WAN.Window); err != nil {
+			return fmt.Errorf("wan.window: %w", err)
+		}
+	}
+	if c.Blocks.GCEvery.Duration < time.Second {
+		return fmt.Errorf("blocks.gc_every %s: at least 1s", c.Blocks.GCEvery.Duration)
 	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":

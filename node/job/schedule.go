@@ -34,6 +34,13 @@ func (w Window) contains(m int) bool {
 	return m >= w.Start || m < w.End
 }
 
+// Contains reports whether t, in the machine's local time, is within the
+// window.
+func (w Window) Contains(t time.Time) bool {
+	t = t.Local()
+	return w.contains(t.Hour()*60 + t.Minute())
+}
+
 // Next is t if t is within the window, else the window's next opening.
 func (w Window) Next(t time.Time) time.Time {
 	if w.contains(t.Hour()*60 + t.Minute()) {

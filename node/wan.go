@@ -1,0 +1,49 @@
+package node
+
+import (
+	"time"
+
+	"github.com/libp2p/go-libp2p/core/peer"
+
+	"github.com/swdist/swdist/content/ratelimit"
+	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/node/job"
+)
+
+// fetchLimit paces what this node fetches over its WAN link (wan.rate,
+// within wan.window): blocks from nodes at another site, such as a
+// relay's parent, its sibling relays and its ancestors. Blocks from peers
+// at this node's own site (a client's relay and neighbours) are not paced.
+func (n *Node) fetchLimit() func(peer.ID) *ratelimit.Limiter {
+	var active func(time.Time) bool
+	if n.cfg.WAN.Window != "" {
+		w, _ := job.ParseWindow(n.cfg.WAN.Window) // checked when the config was loaded
+		active = w.Contains
+	}
+	lim := ratelimit.New(float64(n.cfg.WAN.Rate.Bytes), active)
+	if lim == nil {
+		return nil
+	}
+	return func(p peer.ID) *ratelimit.Limiter {
+		if pr, ok := n.member.Peer(p); ok && pr.Cert.Site == n.cfg.Site {
+			return nil
+		}
+		return lim
+	}
+}
+
+// serveLimit paces what this node serves, all together, to nodes below its
+// children that fetch from it because their own relay is down
+// (wan.fallback_rate). Its children and its siblings are not paced.
+func (n *Node) serveLimit() func(member.Peer) *ratelimit.Limiter {
+	lim := ratelimit.New(float64(n.cfg.WAN.FallbackRate.Bytes), nil)
+	if lim == nil {
+		return nil
+	}
+	return func(pr member.Peer) *ratelimit.Limiter {
+		if pr.Cert.Parent == n.host.ID() || (n.parent != "" && pr.Cert.Parent == n.parent) {
+			return nil
+		}
+		return lim
+	}
+}
