@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
@@ -140,6 +141,13 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 			say("  init   %-8s %-6s site %-3s %s", d.name, d.role, d.site, short(c.PeerID.String()))
 		} else {
 			parent, minter := nodes[d.parent], nodes[d.minter]
+			if parent != minter {
+				// The token carries the parent's addresses, which the
+				// minter learns when the parent links up.
+				if err := waitLinked(ctx, minter, parent.Host().ID().String()); err != nil {
+					return fmt.Errorf("token for %s from %s: %w", d.name, d.minter, err)
+				}
+			}
 			tok, err := minter.CreateToken(ctx, api.TokenRequest{Role: string(d.role), Site: d.site,
 				Parent: parent.Host().ID().String(), TTL: "10m"})
 			if err != nil {
@@ -191,6 +199,30 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 		return a.emit(res, nil)
 	}
 	return nil
+}
+
+// waitLinked polls n's view of its subtree until the node id is online in
+// it.
+func waitLinked(ctx context.Context, n *node.Node, id string) error {
+	var online func(t tree.Node) bool
+	online = func(t tree.Node) bool {
+		if t.PeerID == id {
+			return t.Online
+		}
+		return slices.ContainsFunc(t.Children, online)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if t, err := n.Tree(ctx, -1); err == nil && online(t) {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("%s did not come online: %w", id, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // waitOnline polls the root's view until want nodes are online.
