@@ -453,6 +453,10 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 	}()
 }
 
+// BadBlocks counts the blocks each peer sent this node that did not match
+// their CID (each was dropped and fetched elsewhere).
+func (n *Node) BadBlocks() map[peer.ID]int { return n.exchange.BadBlocks() }
+
 // BlocksServed counts the blocks this node sent, by peer.
 func (n *Node) BlocksServed() map[peer.ID]int { return n.exchange.Served() }
 

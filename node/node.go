@@ -53,6 +53,9 @@ type Options struct {
 	// DB, if set, is the database instead of the config's db: a SQLite
 	// file or a postgres:// URL ('swdist run --db').
 	DB string
+	// BlockTimeout bounds one request for blocks (0: 2 minutes; tests of
+	// stalling peers shorten it).
+	BlockTimeout time.Duration
 }
 
 // Node is a running swdist node.
@@ -306,7 +309,7 @@ func (n *Node) Start(ctx context.Context) error {
 		rcfg.Sink = n.applyReports
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
-		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Logger: n.log})
+		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})

@@ -32,6 +32,8 @@ type cluster struct {
 	nodes map[string]*node.Node
 	// tweak adjusts every node's config before it first starts.
 	tweak func(*config.Config)
+	// blockTimeout, if set, bounds each request for blocks.
+	blockTimeout time.Duration
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -68,7 +70,7 @@ func (c *cluster) start(name string) *node.Node {
 			c.t.Fatal(err)
 		}
 	}
-	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name)})
+	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name), BlockTimeout: c.blockTimeout})
 	if err != nil {
 		c.t.Fatalf("open %s: %v", name, err)
 	}

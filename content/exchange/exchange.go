@@ -37,7 +37,6 @@ const (
 	maxBlock     = 1<<20 + 1 // a block frame: a chunk, or part of a root
 	maxWantBytes = MaxWant * 80
 	streams      = 4 // requests in flight to one peer
-	timeout      = 2 * time.Minute
 )
 
 type want struct {
@@ -65,7 +64,10 @@ type Config struct {
 	// peer (nil: not paced), such as a node below a child that falls back
 	// to this node while its own relay is down.
 	ServeLimit func(pr member.Peer) *ratelimit.Limiter
-	Logger     *slog.Logger
+	// Timeout bounds one request, pull-through included (default 2
+	// minutes): a peer that stalls longer is given up for those blocks.
+	Timeout time.Duration
+	Logger  *slog.Logger
 }
 
 // Service serves and fetches blocks.
@@ -84,6 +86,9 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 2 * time.Minute
+	}
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}}
 }
 
@@ -91,13 +96,13 @@ func New(h host.Host, cfg Config) *Service {
 func (s *Service) Start() {
 	s.h.SetStreamHandler(Protocol, s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
 		defer str.Close()
-		_ = str.SetDeadline(time.Now().Add(timeout))
+		_ = str.SetDeadline(time.Now().Add(s.cfg.Timeout))
 		var w want
 		if err := wire.Read(str, maxWantBytes, &w); err != nil || len(w.CIDs) > MaxWant {
 			_ = str.Reset()
 			return
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), timeout)
+		ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 		defer cancel()
 		ids := make([]cid.Cid, 0, len(w.CIDs))
 		for _, b := range w.CIDs {
@@ -210,7 +215,7 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 
 func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (map[string]bool, error) {
 	got := map[string]bool{}
-	ctx, cancel := context.WithTimeout(ctx, timeout)
+	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	str, err := s.h.NewStream(ctx, p, Protocol)
 	if err != nil {
