@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"maps"
 	"slices"
 	"strconv"
 	"strings"
@@ -284,7 +283,11 @@ func (s *Store) flushStates(ctx context.Context) error {
 }
 
 func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, upto int64) error {
-	keys := slices.SortedFunc(maps.Keys(states), func(a, b destKey) int {
+	rows := make([]stateRow, 0, len(states))
+	for k, st := range states {
+		rows = append(rows, stateRow{k, st})
+	}
+	slices.SortFunc(rows, func(a, b stateRow) int {
 		return cmp.Or(cmp.Compare(a.job, b.job), cmp.Compare(a.peer, b.peer))
 	})
 	tx, err := s.db.BeginTx(ctx, nil)
@@ -293,9 +296,9 @@ func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, u
 	}
 	defer tx.Rollback()
 	if s.db.d == postgresDB {
-		err = writeStatesPG(ctx, tx, keys, states)
+		err = writeStatesPG(ctx, tx, rows)
 	} else {
-		err = writeStatesSQLite(ctx, tx, keys, states)
+		err = writeStatesSQLite(ctx, tx, rows)
 	}
 	if err != nil {
 		return err
@@ -308,7 +311,7 @@ func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, u
 
 // writeStatesSQLite upserts states with a prepared statement of many rows:
 // SQLite binds parameters faster than it reads them back from JSON.
-func writeStatesSQLite(ctx context.Context, tx *tx, keys []destKey, states map[destKey]destState) error {
+func writeStatesSQLite(ctx context.Context, tx *tx, rows []stateRow) error {
 	const chunk = 500 // rows per statement: 4,000 parameters
 	stmts := map[int]*stmt{}
 	defer func() {
@@ -317,8 +320,8 @@ func writeStatesSQLite(ctx context.Context, tx *tx, keys []destKey, states map[d
 		}
 	}()
 	args := make([]any, 0, 8*chunk)
-	for i := 0; i < len(keys); i += chunk {
-		part := keys[i:min(i+chunk, len(keys))]
+	for i := 0; i < len(rows); i += chunk {
+		part := rows[i:min(i+chunk, len(rows))]
 		st := stmts[len(part)]
 		if st == nil {
 			var err error
@@ -330,9 +333,8 @@ func writeStatesSQLite(ctx context.Context, tx *tx, keys []destKey, states map[d
 			stmts[len(part)] = st
 		}
 		args = args[:0]
-		for _, k := range part {
-			d := states[k]
-			args = append(args, k.job, k.peer, d.State, d.At, d.Reason, d.Exit, d.Output, d.Via)
+		for _, r := range part {
+			args = append(args, r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via)
 		}
 		if _, err := st.ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("write %d job states: %w", len(part), err)
@@ -342,19 +344,24 @@ func writeStatesSQLite(ctx context.Context, tx *tx, keys []destKey, states map[d
 }
 
 // writeStatesPG upserts states as arrays, one per column.
-func writeStatesPG(ctx context.Context, tx *tx, keys []destKey, states map[destKey]destState) error {
+func writeStatesPG(ctx context.Context, tx *tx, rows []stateRow) error {
 	const chunk = 20_000
-	for i := 0; i < len(keys); i += chunk {
-		var rows [][]any
-		for _, k := range keys[i:min(i+chunk, len(keys))] {
-			st := states[k]
-			rows = append(rows, []any{k.job, k.peer, st.State, st.At, st.Reason, st.Exit, st.Output, st.Via})
+	for i := 0; i < len(rows); i += chunk {
+		var batch [][]any
+		for _, r := range rows[i:min(i+chunk, len(rows))] {
+			batch = append(batch, []any{r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via})
 		}
-		if err := tx.execBatch(ctx, upsertStatesPG, nil, rows); err != nil {
-			return fmt.Errorf("write %d job states: %w", len(rows), err)
+		if err := tx.execBatch(ctx, upsertStatesPG, nil, batch); err != nil {
+			return fmt.Errorf("write %d job states: %w", len(batch), err)
 		}
 	}
 	return nil
+}
+
+// stateRow is a destination's state to write.
+type stateRow struct {
+	destKey
+	destState
 }
 
 // replayStates writes to job_states what history holds past the last
