@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -81,24 +82,38 @@ func (d dialect) q(query string) string {
 		return t.(string)
 	}
 	t := pgQuery(query)
-	pgQueries.Store(query, t)
+	if len(query) < 4096 { // not the long lists of placeholders some build
+		pgQueries.Store(query, t)
+	}
 	return t
 }
 
-// args are arguments as the database takes them.
+// args are arguments as the database takes them (a copy when they change:
+// the caller's slice is left alone).
 func (d dialect) args(args []any) []any {
 	if d != postgresDB {
 		return args
 	}
+	out := args
 	for i, a := range args {
-		switch v := a.(type) {
+		var v any
+		switch a := a.(type) {
 		case bool:
-			args[i] = boolInt(v)
+			v = boolInt(a)
 		case string:
-			args[i] = pgText(v)
+			if t := pgText(a); t != a {
+				v = t
+			}
 		}
+		if v == nil {
+			continue
+		}
+		if &out[0] == &args[0] {
+			out = slices.Clone(args)
+		}
+		out[i] = v
 	}
-	return args
+	return out
 }
 
 func boolInt(b bool) int64 {
