@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"strconv"
 	"testing"
 	"time"
 
@@ -424,11 +425,17 @@ func FuzzExtract(f *testing.F) {
 // BenchmarkBuild builds a 256 MiB tree, half text-like, half random.
 //
 //	go test ./content/pkg -run '^$' -bench Build -benchtime 2x
+// BenchmarkBuild builds a tree of 4 MiB files, half random, half text:
+// 256 MiB in all, or SWDIST_BENCH_BUILD_MIB (1024 for the 1 GiB figure).
 func BenchmarkBuild(b *testing.B) {
 	dir := b.TempDir()
 	rng := mrand.New(mrand.NewPCG(3, 4))
+	mib := 256
+	if v, err := strconv.Atoi(os.Getenv("SWDIST_BENCH_BUILD_MIB")); err == nil && v >= 4 {
+		mib = v
+	}
 	var total int64
-	for i := range 64 {
+	for i := range mib / 4 {
 		data := make([]byte, 4<<20)
 		if i%2 == 0 {
 			for j := range data {
