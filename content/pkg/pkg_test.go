@@ -11,8 +11,8 @@ import (
 	mrand "math/rand/v2"
 	"os"
 	"path/filepath"
-	"strings"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -425,6 +425,7 @@ func FuzzExtract(f *testing.F) {
 // BenchmarkBuild builds a 256 MiB tree, half text-like, half random.
 //
 //	go test ./content/pkg -run '^$' -bench Build -benchtime 2x
+//
 // BenchmarkBuild builds a tree of 4 MiB files, half random, half text:
 // 256 MiB in all, or SWDIST_BENCH_BUILD_MIB (1024 for the 1 GiB figure).
 func BenchmarkBuild(b *testing.B) {
