@@ -254,7 +254,9 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, cids []cid.Cid) erro
 			n.log.Debug("ask parent for peers", "package", root, "err", err)
 			return
 		}
-		got = slices.DeleteFunc(got, func(p peer.ID) bool { return dropped[p] })
+		// A peer that ever sent this node a bad block is not asked again.
+		bad := n.exchange.BadBlocks()
+		got = slices.DeleteFunc(got, func(p peer.ID) bool { return dropped[p] || bad[p] > 0 })
 		slices.Sort(got)
 		if slices.Equal(got, peers) && len(owner) > 0 {
 			return

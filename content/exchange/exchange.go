@@ -49,6 +49,10 @@ type reply struct {
 	Missing bool   `cbor:"2,keyasint,omitempty"`
 }
 
+// ErrBadBlock: a peer sent a block that did not match its CID. The block
+// was dropped; the peer should not be asked again.
+var ErrBadBlock = errors.New("a block that did not match its CID")
+
 // Config configures a Service.
 type Config struct {
 	Member *member.Service
@@ -238,6 +242,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (m
 	if s.cfg.FetchLimit != nil {
 		lim = s.cfg.FetchLimit(p)
 	}
+	bad := 0
 	for range group {
 		var r reply
 		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
@@ -260,11 +265,15 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (m
 			if errors.Is(err, blocks.ErrCorrupt) {
 				s.penalise(p)
 				s.log.Warn("dropped a bad block", "from", p, "cid", c)
+				bad++
 				continue
 			}
 			return got, err
 		}
 		got[c.KeyString()] = true
+	}
+	if bad > 0 {
+		return got, fmt.Errorf("blocks from %s: %d of %d: %w", p, bad, len(group), ErrBadBlock)
 	}
 	return got, nil
 }
