@@ -44,6 +44,7 @@ func main() {
 	runs := flag.Int("runs", 5, "times each query runs (the median is shown)")
 	dir := flag.String("dir", "", "where to put the database (default a temporary directory, removed after)")
 	cpuProfile := flag.String("cpuprofile", "", "write a CPU profile of the storing part to this file")
+	flag.StringVar(&dbDSN, "db", "", "store into this database instead of a SQLite file in -dir: a postgres:// URL of an empty database or schema")
 	flag.Parse()
 	if *n < 1 || *software < 10 || *runs < 1 {
 		fmt.Fprintln(os.Stderr, "inventory: -n >= 1, -software >= 10, -runs >= 1")
@@ -166,9 +167,16 @@ func fileSize(paths ...string) int64 {
 	return total
 }
 
+// dbDSN is -db.
+var dbDSN string
+
 func storeBench(ctx context.Context, dir string, n, software, runs int) error {
 	path := filepath.Join(dir, "server.db")
-	st, err := store.Open(ctx, path)
+	dsn := path
+	if dbDSN != "" {
+		dsn = dbDSN
+	}
+	st, err := store.Open(ctx, dsn)
 	if err != nil {
 		return err
 	}
@@ -225,7 +233,9 @@ func storeBench(ctx context.Context, dir string, n, software, runs int) error {
 	fmt.Printf("full report size:     %.1f KiB compressed on average (%d entries each)\n", float64(wire)/float64(n)/1024, software+2)
 	fmt.Printf("store all:            %s applying (%.0f clients/s, %.0f software rows/s), %s generating and encoding them\n",
 		apply.Round(10*time.Millisecond), float64(n)/apply.Seconds(), float64(n*software)/apply.Seconds(), encode.Round(10*time.Millisecond))
-	fmt.Printf("database size:        %.1f MiB (swdist.db with its WAL)\n", float64(fileSize(path, path+"-wal"))/(1<<20))
+	if dbDSN == "" {
+		fmt.Printf("database size:        %.1f MiB (swdist.db with its WAL)\n", float64(fileSize(path, path+"-wal"))/(1<<20))
+	}
 
 	eng := inventory.Engine{Src: st}
 	cond := func(s string) inventory.Cond {
