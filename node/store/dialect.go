@@ -37,6 +37,14 @@ import (
 // The few statements that take a whole batch as one parameter (json_each
 // in SQLite) have a PostgreSQL form with arrays (unnest) beside them:
 // see batchSQL.
+//
+// New SQL must therefore also: write each table as "CREATE TABLE name ("
+// with its closing ");" (or ") WITHOUT ROWID;") on a line of its own;
+// qualify columns with their table where "excluded" could also be meant
+// (ON CONFLICT … DO UPDATE … WHERE); group by every column it selects that
+// is not aggregated; use no other SQLite-only function or syntax (INSERT
+// OR REPLACE, max(a, b), LIMIT -1, json_* but through batchSQL). Every
+// store test runs on both (storetest.Each), which is how a slip shows.
 
 // dialect is the database behind a Store.
 type dialect int
