@@ -10,13 +10,19 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 
+	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/exchange"
+	"github.com/swdist/swdist/content/swarm"
+	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/enroll"
 	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/hierarchy/report"
 	"github.com/swdist/swdist/hierarchy/revoke"
 	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/internal/wire"
@@ -73,24 +79,92 @@ func sendBad(t *testing.T, from host.Host, to peer.ID, proto protocol.ID, data [
 	}
 }
 
+// sendGood writes one well-formed request frame for proto and reads one
+// frame back: the handler still serves after all the bad input.
+// sendSilent is sendBad for a protocol whose answers are not
+// request/response frames (blocks): bad input must end the stream with no
+// frame at all.
+func sendSilent(t *testing.T, from host.Host, to peer.ID, proto protocol.ID, data []byte) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	s, err := from.NewStream(ctx, to, proto)
+	if err != nil {
+		return
+	}
+	defer s.Reset()
+	s.SetDeadline(time.Now().Add(40 * time.Second))
+	_, _ = s.Write(data)
+	_ = s.CloseWrite()
+	resp, err := io.ReadAll(io.LimitReader(s, 1<<20))
+	if errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("%s: the handler hung on bad input", proto)
+	}
+	if len(resp) > 0 {
+		t.Errorf("%s answered bad input with %d bytes", proto, len(resp))
+	}
+}
+
+func sendGood(t *testing.T, from host.Host, to peer.ID, proto protocol.ID, req any) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := from.NewStream(ctx, to, proto)
+	if err != nil {
+		t.Fatalf("%s after bad input: %v", proto, err)
+	}
+	defer s.Close()
+	s.SetDeadline(time.Now().Add(30 * time.Second))
+	if err := wire.Write(s, req); err != nil {
+		t.Fatalf("%s after bad input: write: %v", proto, err)
+	}
+	_ = s.CloseWrite()
+	var answer map[int]any
+	if err := wire.Read(s, 1<<20, &answer); err != nil {
+		t.Fatalf("%s after bad input: no answer to a good request: %v", proto, err)
+	}
+}
+
 func TestProtocolsSurviveBadInput(t *testing.T) {
 	c := standard(t)
 	relay := c.nodes["relay-a"].Host()
-	// Each guarded protocol gets its bad input from a peer whose requests it
-	// reads: the tree from the relay's parent, renewal from a child,
-	// revocations from any member.
+	a1 := c.nodes["a1"].Host()
+	// A block nobody holds: the blocks protocol answers it "missing".
+	absent, err := blocks.CID(cid.Raw, []byte("held by nobody"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Each guarded protocol gets its bad input from a verified member whose
+	// requests it reads (so the input reaches the decoder, past the
+	// membership and role checks): the tree and admin from the relay's
+	// parent; renewal, sync, reports, blocks and peers from a child;
+	// revocations from any member; collect, which a node serves to its
+	// parent, from the relay to its child. good is a well-formed request
+	// each must still answer afterwards.
 	guarded := []struct {
-		from  host.Host
-		proto protocol.ID
+		from, to host.Host
+		proto    protocol.ID
+		silent   bool // never answers bad input with a frame, not even an error
+		good     any
 	}{
-		{c.nodes["server"].Host(), tree.Protocol},
-		{c.nodes["a1"].Host(), enroll.RenewProtocol},
-		{c.nodes["a2"].Host(), revoke.Protocol},
+		{c.nodes["server"].Host(), relay, tree.Protocol, false, map[int]any{}},
+		{a1, relay, enroll.RenewProtocol, false, map[int]any{}},
+		{c.nodes["a2"].Host(), relay, revoke.Protocol, false, map[int]any{}},
+		{a1, relay, gossip.SyncProtocol, false, map[int]any{0: 0}},
+		{a1, relay, report.Protocol, false, map[int]any{}},
+		{a1, relay, exchange.Protocol, true, map[int]any{0: [][]byte{absent.Bytes()}}},
+		{a1, relay, swarm.Protocol, false, map[int]any{}},
+		{c.nodes["server"].Host(), relay, "/swdist/admin/1.0.0", false, map[int]any{}},
+		{relay, a1, "/swdist/collect/1.0.0", false, map[int]any{}},
 	}
 	for _, in := range badInputs {
 		t.Run(in.name, func(t *testing.T) {
 			for _, g := range guarded {
-				sendBad(t, g.from, relay.ID(), g.proto, in.data)
+				if g.silent {
+					sendSilent(t, g.from, g.to.ID(), g.proto, in.data)
+				} else {
+					sendBad(t, g.from, g.to.ID(), g.proto, in.data)
+				}
 			}
 			// Enroll answers anyone; an outsider sends it garbage.
 			outsider, err := libp2p.New(libp2p.NoListenAddrs)
@@ -105,7 +179,11 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 			sendBad(t, outsider, relay.ID(), member.HelloProtocol, in.data)
 		})
 	}
-	// The relay still serves its subtree, and a1 is still a member.
+	// Every protocol still answers a good request, the relay still serves
+	// its subtree, and a1 is still a member.
+	for _, g := range guarded {
+		sendGood(t, g.from, g.to.ID(), g.proto, g.good)
+	}
 	eventually(t, "tree still complete", func() bool {
 		return onlineIn(c.nodes["server"], c.id("a1")) && onlineIn(c.nodes["server"], c.id("a2"))
 	})
