@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -184,7 +185,10 @@ func (n *Node) InventoryFields(ctx context.Context) ([]string, error) {
 func (n *Node) InventoryShow(ctx context.Context, q string) (api.InventoryMachine, error) {
 	id, err := n.store.FindMachine(ctx, q)
 	if err != nil {
-		if errors.Is(err, store.ErrNoMachine) || errors.Is(err, store.ErrAmbiguous) {
+		if errors.Is(err, store.ErrNoMachine) {
+			return api.InventoryMachine{}, &api.Error{Status: http.StatusNotFound, Message: err.Error()}
+		}
+		if errors.Is(err, store.ErrAmbiguous) {
 			return api.InventoryMachine{}, api.BadRequest("%v", err)
 		}
 		return api.InventoryMachine{}, err

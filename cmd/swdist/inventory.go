@@ -43,7 +43,9 @@ on one kind must hold for the same item.`,
 }
 
 // invCall is call for inventory queries: the operator's mistake (an
-// unknown field, a bad condition) is a usage error.
+// unknown field, a bad condition, an ambiguous peer) is a usage error (exit
+// 2); a peer the node holds no inventory of (404) is a failed operation
+// (exit 1).
 func invCall[T any](a *app, f func(*api.Client, context.Context) (T, error)) (T, error) {
 	v, err := call(a, f)
 	var ae *api.Error

@@ -75,13 +75,17 @@ func TestInventoryCLI(t *testing.T) {
 		{[]string{"inventory", "ls", "--where", "disk.free<lots"}, "not a number"},
 		{[]string{"inventory", "ls", "--where", "software.nam=x"}, "software has software.name"},
 		{[]string{"inventory", "export", "--format", "xml"}, "use csv or json"},
-		{[]string{"inventory", "show", "nosuchpeer"}, "no inventory held"},
 		{[]string{"inventory", "set", "Bad Key", "x"}, "lower-case letters"},
 	} {
 		r := cli(t, S, tc.args...)
 		if r.code != 2 || !strings.Contains(r.stderr, tc.want) {
 			t.Errorf("swdist %v: exit %d, stderr %q; want exit 2 and %q", tc.args, r.code, r.stderr, tc.want)
 		}
+	}
+	// A machine the server holds nothing of is a failed operation, not a
+	// mistake in the command line.
+	if r := cli(t, S, "inventory", "show", "nosuchpeer"); r.code != 1 || !strings.Contains(r.stderr, "no inventory held") {
+		t.Errorf("swdist inventory show nosuchpeer: exit %d, stderr %q; want exit 1 and %q", r.code, r.stderr, "no inventory held")
 	}
 }
 
