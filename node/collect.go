@@ -399,6 +399,9 @@ func (n *Node) manages(ctx context.Context, id string) bool {
 // fetchSoon fetches a collection in the background, a few at a time; a
 // failure is recorded for 'job files', which tries again.
 func (n *Node) fetchSoon(id, origin string) {
+	if n.coll.ctx.Err() != nil {
+		return // the node is stopping
+	}
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()

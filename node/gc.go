@@ -138,7 +138,7 @@ func (n *Node) collectGarbage(ctx context.Context) (GCResult, error) {
 }
 
 // keptPackages are the packages that must stay: pinned by a live job or
-// by 'package add', or installed.
+// by 'package add', or installed; and the files collect jobs gathered.
 func (n *Node) keptPackages(ctx context.Context, now time.Time) (map[string]bool, error) {
 	keep := map[string]bool{}
 	pins, err := n.store.Pins(ctx)
@@ -156,6 +156,13 @@ func (n *Node) keptPackages(ctx context.Context, now time.Time) (map[string]bool
 	}
 	for _, i := range inst {
 		keep[i.CID] = true
+	}
+	roots, err := n.store.CollectionRoots(ctx) // files collect jobs gathered
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range roots {
+		keep[r] = true
 	}
 	return keep, nil
 }

@@ -121,10 +121,10 @@ func (s *Store) Collections(ctx context.Context, job string) ([]Collection, erro
 	return out, rows.Err()
 }
 
-// CollectionRoots lists the root of every collection whose blocks are
-// held here: blocks to keep.
+// CollectionRoots lists the root of every collection this node knows:
+// blocks to keep, whole or as far as they were fetched.
 func (s *Store) CollectionRoots(ctx context.Context) ([]string, error) {
-	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT root FROM collections WHERE held_at != 0 ORDER BY root`)
+	rows, err := s.db.QueryContext(ctx, `SELECT DISTINCT root FROM collections ORDER BY root`)
 	if err != nil {
 		return nil, err
 	}

@@ -33,7 +33,7 @@ func testCollections(t *testing.T, dsn string) {
 	if err != nil || !ok || !got.HeldAt.Equal(at) || got.Files != 2 || len(got.Skipped) != 1 || got.Via != "relay" {
 		t.Fatalf("found %+v, %v, %v", got, ok, err)
 	}
-	if roots, err := s.CollectionRoots(ctx); err != nil || len(roots) != 1 || roots[0] != "r1" {
+	if roots, err := s.CollectionRoots(ctx); err != nil || len(roots) != 2 || roots[0] != "r0" || roots[1] != "r1" {
 		t.Errorf("roots held: %v, %v", roots, err)
 	}
 	// A failed fetch: not held, with why; a new root forgets the error.
