@@ -97,6 +97,7 @@ type demoResult struct {
 	// Inventory is what the server sums over every machine of the tree.
 	// Install is the status at the server of the demo's install job.
 	Install   api.JobStatus   `json:"install"`
+	Collect   api.JobFiles    `json:"collect"`
 	Inventory []inventory.Sum `json:"inventory"`
 	Seconds   float64         `json:"seconds"`
 }
@@ -189,11 +190,15 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	collect, err := a.demoCollect(ctx, dir, nodes, say)
+	if err != nil {
+		return err
+	}
 	inv, err := a.demoInventory(ctx, nodes, say)
 	if err != nil {
 		return err
 	}
-	res := demoResult{Tree: t, Outsider: outsider, Job: job, Install: install, Inventory: inv, Seconds: time.Since(start).Seconds()}
+	res := demoResult{Tree: t, Outsider: outsider, Job: job, Install: install, Collect: collect, Inventory: inv, Seconds: time.Since(start).Seconds()}
 	say("\nDemo finished in %.1fs.", res.Seconds)
 	if a.json {
 		return a.emit(res, nil)

@@ -77,6 +77,9 @@ func TestDemo(t *testing.T) {
 	if res.Install.Counts["succeeded"] != demoInstalls {
 		t.Errorf("demo install: %+v", res.Install)
 	}
+	if len(res.Collect.Written) != demoCollects || len(res.Collect.Peers) != demoCollects || res.Collect.Peers[0].Files != 1 {
+		t.Errorf("demo collect: %+v", res.Collect)
+	}
 	if len(res.Inventory) != 3 || res.Inventory[0].Machines != len(demoLayout) || counted(res.Inventory[1]) != len(demoShelves) ||
 		len(res.Inventory[2].Rows) != 1 || res.Inventory[2].Rows[0].Value != "hello / 1.0" || res.Inventory[2].Rows[0].Count != demoInstalls {
 		t.Errorf("demo inventory sums: %+v", res.Inventory)
