@@ -116,7 +116,8 @@ func (a *Agent) CollectNow(ctx context.Context, why string) (Delta, error) {
 		return Delta{}, err
 	}
 	start := time.Now()
-	inv := Collect(ctx, a.cfg.Collectors, a.cfg.Timeout)
+	// A collector that fails keeps its part of what was last reported.
+	inv := Collect(ctx, a.cfg.Collectors, a.cfg.Timeout, last.Inventory)
 	if ctx.Err() != nil {
 		return Delta{}, ctx.Err()
 	}

@@ -6,6 +6,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -29,13 +30,29 @@ type Collector interface {
 	Collect(ctx context.Context, inv *Inventory) error
 }
 
-// Collect runs every collector, each bounded by timeout. A collector that
-// fails or hangs leaves the field "error.NAME" saying why, and the others'
-// parts are reported as usual.
-func Collect(ctx context.Context, collectors []Collector, timeout time.Duration) Inventory {
+// An Owner is a Collector that says which fields and items of an inventory
+// are its part. When it fails or times out, Collect reports its part of the
+// last inventory again, so that a failure removes nothing it reported
+// before. A Collector that is not an Owner loses its part when it fails.
+type Owner interface {
+	OwnsField(field string) bool
+	OwnsItem(kind string, it Item) bool
+}
+
+// Collect runs every collector, each bounded by timeout, and returns the
+// machine's inventory. last is the inventory reported before (empty if
+// none). A collector that fails or hangs leaves the field "error.NAME"
+// saying why, and the others' parts are reported as usual. If it is an
+// Owner, its part of last is kept, overlaid with what it did gather before
+// failing: while it fails its values can be added or changed but not
+// removed, and its next successful collection replaces them all.
+func Collect(ctx context.Context, collectors []Collector, timeout time.Duration, last Inventory) Inventory {
 	var inv Inventory
 	for _, c := range collectors {
 		part, err := collectBounded(ctx, c, timeout)
+		if o, ok := c.(Owner); ok && err != nil {
+			keep(&part, last, o)
+		}
 		for f, v := range part.Fields {
 			inv.Set(f, v)
 		}
@@ -53,6 +70,22 @@ func Collect(ctx context.Context, collectors []Collector, timeout time.Duration)
 		}
 	}
 	return inv
+}
+
+// keep adds to part what o owns in last and part does not have.
+func keep(part *Inventory, last Inventory, o Owner) {
+	for f, v := range last.Fields {
+		if _, ok := part.Fields[f]; !ok && o.OwnsField(f) {
+			part.Set(f, v)
+		}
+	}
+	for kind, items := range last.Items {
+		for key, it := range items {
+			if _, ok := part.Items[kind][key]; !ok && o.OwnsItem(kind, it) {
+				part.Add(kind, maps.Clone(it))
+			}
+		}
+	}
 }
 
 // collectBounded runs c, giving up after timeout even if c ignores its
@@ -94,6 +127,16 @@ type System struct{ Identity Identity }
 
 // Name implements Collector.
 func (System) Name() string { return "system" }
+
+// systemFields are the fields System sets.
+var systemFields = []string{"swdist.version", "role", "site", "groups", "arch", "hostname", "os.name", "os.family",
+	"os.version", "os.kind", "kernel", "boot_time", "virtualization", "cpu.count", "cpu.model", "memory.total"}
+
+// OwnsField implements Owner.
+func (System) OwnsField(f string) bool { return slices.Contains(systemFields, f) }
+
+// OwnsItem implements Owner.
+func (System) OwnsItem(kind string, _ Item) bool { return kind == "net" || kind == "disk" }
 
 // Collect implements Collector.
 func (s System) Collect(ctx context.Context, inv *Inventory) error {
@@ -192,11 +235,24 @@ func addDisk(ctx context.Context, inv *Inventory, mount, device, fstype string) 
 }
 
 // Packages lists the OS packages: dpkg, and rpm where present. A machine
-// with neither reports none, and says so only if both fail to run.
+// with neither dpkg-query nor rpm on its PATH is an error ("no package
+// manager found"), even one that never had either: a machine whose package
+// manager went missing must not look as if it had no packages.
 type Packages struct{}
 
 // Name implements Collector.
 func (Packages) Name() string { return "packages" }
+
+// OwnsField implements Owner.
+func (Packages) OwnsField(string) bool { return false }
+
+// OwnsItem implements Owner.
+func (Packages) OwnsItem(kind string, it Item) bool {
+	return kind == "software" && (it["source"] == "dpkg" || it["source"] == "rpm")
+}
+
+// ErrNoPackageManager: neither dpkg-query nor rpm is on the PATH.
+var ErrNoPackageManager = errors.New("no package manager found: dpkg-query and rpm are not on PATH")
 
 // Collect implements Collector.
 func (Packages) Collect(ctx context.Context, inv *Inventory) error {
@@ -216,6 +272,11 @@ func (Packages) Collect(ctx context.Context, inv *Inventory) error {
 		found = true
 		out, err := exec.CommandContext(ctx, m.args[0], m.args[1:]...).Output()
 		if err != nil {
+			var ee *exec.ExitError
+			if errors.As(err, &ee) && len(bytes.TrimSpace(ee.Stderr)) > 0 {
+				line, _, _ := strings.Cut(string(bytes.TrimSpace(ee.Stderr)), "\n")
+				err = fmt.Errorf("%w: %s", err, line)
+			}
 			errs = append(errs, fmt.Errorf("%s: %w", m.args[0], err))
 			continue
 		}
@@ -229,7 +290,7 @@ func (Packages) Collect(ctx context.Context, inv *Inventory) error {
 		}
 	}
 	if !found {
-		return nil
+		return ErrNoPackageManager
 	}
 	return errors.Join(errs...)
 }
@@ -247,6 +308,14 @@ type Swdist struct {
 
 // Name implements Collector.
 func (Swdist) Name() string { return "swdist" }
+
+// OwnsField implements Owner.
+func (Swdist) OwnsField(string) bool { return false }
+
+// OwnsItem implements Owner.
+func (Swdist) OwnsItem(kind string, it Item) bool {
+	return kind == "software" && it["source"] == "swdist"
+}
 
 // Collect implements Collector.
 func (s Swdist) Collect(ctx context.Context, inv *Inventory) error {
@@ -269,6 +338,12 @@ type Custom struct{ Dir string }
 
 // Name implements Collector.
 func (Custom) Name() string { return "custom" }
+
+// OwnsField implements Owner.
+func (Custom) OwnsField(f string) bool { return strings.HasPrefix(f, "custom.") }
+
+// OwnsItem implements Owner.
+func (Custom) OwnsItem(string, Item) bool { return false }
 
 // Collect implements Collector.
 func (c Custom) Collect(ctx context.Context, inv *Inventory) error {

@@ -229,7 +229,7 @@ func TestCollectSurvivesBadCollectors(t *testing.T) {
 			inv.Set("os.name", "partial")
 			return errors.New("dpkg-query: not found")
 		}},
-	}, 200*time.Millisecond)
+	}, 200*time.Millisecond, Inventory{})
 	want := map[string]string{"hostname": "h", "os.name": "partial", "error.hung": "timed out after 200ms", "error.broken": "dpkg-query: not found"}
 	if diff := cmp.Diff(want, inv.Fields); diff != "" {
 		t.Error(diff)
@@ -260,7 +260,7 @@ func TestCustomFiles(t *testing.T) {
 // TestSystemCollector runs the real collectors on this machine: they must
 // find at least the basics.
 func TestSystemCollector(t *testing.T) {
-	inv := Collect(context.Background(), []Collector{System{Identity: Identity{Role: "client", Site: "a", Version: "test"}}, Packages{}}, 30*time.Second)
+	inv := Collect(context.Background(), []Collector{System{Identity: Identity{Role: "client", Site: "a", Version: "test"}}, Packages{}}, 30*time.Second, Inventory{})
 	for _, f := range []string{"hostname", "os.kind", "cpu.count", "memory.total", "site"} {
 		if inv.Fields[f] == "" {
 			t.Errorf("no %s in %v", f, inv.Fields)
