@@ -105,7 +105,7 @@ func (s *Store) peerString(p peer.ID) string {
 	if len(s.live.peerText) >= maxLiveEntries {
 		clear(s.live.peerText)
 	}
-	t := p.String()
+	t := base58([]byte(p)) // p.String(), faster
 	s.live.peerText[p] = t
 	return t
 }
