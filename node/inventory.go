@@ -31,6 +31,7 @@ func (n *Node) startInventory(ctx context.Context) {
 	c := n.Cert()
 	collectors := []inventory.Collector{
 		inventory.System{Identity: inventory.Identity{Role: string(c.Role), Site: c.Site, Groups: c.Groups, Version: Version}},
+		inventory.Disks{},
 		inventory.Packages{},
 		inventory.Swdist{List: n.installedForInventory},
 		inventory.Custom{Dir: n.home.InventoryDir()},

@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/shirou/gopsutil/v4/cpu"
@@ -121,8 +122,9 @@ type Identity struct {
 	Groups              []string
 }
 
-// System collects host, OS, CPU, memory, disks and network interfaces with
-// gopsutil, and the node's identity.
+// System collects host, OS, CPU, memory and network interfaces with
+// gopsutil, and the node's identity: what the kernel answers from memory.
+// Disks, whose stat can hang on a mount, are the Disks collector's.
 type System struct{ Identity Identity }
 
 // Name implements Collector.
@@ -136,7 +138,7 @@ var systemFields = []string{"swdist.version", "role", "site", "groups", "arch", 
 func (System) OwnsField(f string) bool { return slices.Contains(systemFields, f) }
 
 // OwnsItem implements Owner.
-func (System) OwnsItem(kind string, _ Item) bool { return kind == "net" || kind == "disk" }
+func (System) OwnsItem(kind string, _ Item) bool { return kind == "net" }
 
 // Collect implements Collector.
 func (s System) Collect(ctx context.Context, inv *Inventory) error {
@@ -176,9 +178,6 @@ func (s System) Collect(ctx context.Context, inv *Inventory) error {
 	} else {
 		inv.Set("memory.total", strconv.FormatUint(vm.Total, 10))
 	}
-	if err := collectDisks(ctx, inv); err != nil {
-		errs = append(errs, err)
-	}
 	if ifs, err := psnet.InterfacesWithContext(ctx); err != nil {
 		errs = append(errs, fmt.Errorf("network interfaces: %w", err))
 	} else {
@@ -201,37 +200,128 @@ var pseudoFS = []string{"proc", "sysfs", "devtmpfs", "devpts", "tmpfs", "cgroup"
 	"mqueue", "debugfs", "tracefs", "securityfs", "pstore", "bpf", "fusectl", "configfs", "hugetlbfs", "autofs",
 	"nsfs", "ramfs", "binfmt_misc", "efivarfs", "rpc_pipefs", "fuse.lxcfs"}
 
-func collectDisks(ctx context.Context, inv *Inventory) error {
-	parts, err := disk.PartitionsWithContext(ctx, false)
-	if err != nil {
-		return fmt.Errorf("disks: %w", err)
+// Disks lists the mounted file systems (not the pseudo ones) with their
+// size and free space. Every mount is statted at once, each on its own: one
+// that does not answer within MountTimeout (a hung network mount) costs
+// only its own item, which Collect keeps at its last value, and an error
+// naming it. Its stat goes on in the background, and later collections do
+// not stat that mount again until it returns.
+type Disks struct {
+	// MountTimeout bounds each mount's stat (default 10 s, and at most
+	// three quarters of the time the collector has left).
+	MountTimeout time.Duration
+
+	// partitions and usage replace gopsutil's in tests.
+	partitions func(ctx context.Context, all bool) ([]disk.PartitionStat, error)
+	usage      func(ctx context.Context, path string) (*disk.UsageStat, error)
+}
+
+// Name implements Collector.
+func (Disks) Name() string { return "disks" }
+
+// OwnsField implements Owner.
+func (Disks) OwnsField(string) bool { return false }
+
+// OwnsItem implements Owner.
+func (Disks) OwnsItem(kind string, _ Item) bool { return kind == "disk" }
+
+// statting holds the mounts whose stat has not returned yet.
+var statting sync.Map // mount → struct{}
+
+// Collect implements Collector.
+func (d Disks) Collect(ctx context.Context, inv *Inventory) error {
+	partitions, usage := d.partitions, d.usage
+	if partitions == nil {
+		partitions = disk.PartitionsWithContext
 	}
+	if usage == nil {
+		usage = disk.UsageWithContext
+	}
+	parts, err := partitions(ctx, false)
+	if err != nil {
+		return fmt.Errorf("mounts: %w", err)
+	}
+	type mount struct{ mount, device, fstype string }
+	var mounts []mount
 	seen := map[string]bool{}
 	for _, p := range parts {
 		if slices.Contains(pseudoFS, p.Fstype) || seen[p.Mountpoint] {
 			continue
 		}
 		seen[p.Mountpoint] = true
-		addDisk(ctx, inv, p.Mountpoint, p.Device, p.Fstype)
+		mounts = append(mounts, mount{p.Mountpoint, p.Device, p.Fstype})
 	}
 	if !seen["/"] {
 		// In a container the root is an overlay: still the disk that fills.
-		addDisk(ctx, inv, "/", "", "")
+		mounts = append(mounts, mount{mount: "/"})
 	}
-	return ctx.Err()
-}
-
-func addDisk(ctx context.Context, inv *Inventory, mount, device, fstype string) {
-	u, err := disk.UsageWithContext(ctx, mount)
-	if err != nil || u.Total == 0 {
-		return
+	wait := d.MountTimeout
+	if wait <= 0 {
+		wait = 10 * time.Second
 	}
-	if fstype == "" {
-		fstype = u.Fstype
+	if dl, ok := ctx.Deadline(); ok {
+		wait = min(wait, time.Until(dl)*3/4)
 	}
-	inv.Add("disk", Item{"mount": mount, "device": device, "fstype": fstype,
-		"size": strconv.FormatUint(u.Total, 10), "free": strconv.FormatUint(u.Free, 10),
-		"used_percent": strconv.FormatFloat(u.UsedPercent, 'f', 0, 64)})
+	type result struct {
+		i   int
+		u   *disk.UsageStat
+		err error
+	}
+	results := make(chan result, len(mounts))
+	const (
+		busy    = iota // an earlier stat has not returned
+		started        // statted now
+		done
+	)
+	state := make([]int, len(mounts))
+	var errs []error
+	n := 0
+	for i, m := range mounts {
+		if _, already := statting.LoadOrStore(m.mount, struct{}{}); already {
+			continue
+		}
+		state[i] = started
+		n++
+		go func() {
+			u, err := usage(ctx, m.mount)
+			statting.Delete(m.mount)
+			results <- result{i, u, err}
+		}()
+	}
+	got := make([]*disk.UsageStat, len(mounts))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+wait:
+	for ; n > 0; n-- {
+		select {
+		case r := <-results:
+			state[r.i] = done
+			if r.err == nil && r.u != nil && r.u.Total > 0 {
+				got[r.i] = r.u // a mount this user may not stat is no disk of its
+			}
+		case <-timer.C:
+			break wait
+		case <-ctx.Done():
+			break wait
+		}
+	}
+	for i, m := range mounts {
+		switch {
+		case state[i] == busy:
+			errs = append(errs, fmt.Errorf("%s: no answer yet to a stat started by an earlier collection (a hung mount?)", m.mount))
+		case state[i] == started:
+			errs = append(errs, fmt.Errorf("%s: no answer to a stat within %s (a hung mount?)", m.mount, wait.Round(time.Millisecond)))
+		case got[i] != nil:
+			u, fstype := got[i], m.fstype
+			if fstype == "" {
+				fstype = u.Fstype
+			}
+			inv.Add("disk", Item{"mount": m.mount, "device": m.device, "fstype": fstype,
+				"size": strconv.FormatUint(u.Total, 10), "free": strconv.FormatUint(u.Free, 10),
+				"used_percent": strconv.FormatFloat(u.UsedPercent, 'f', 0, 64)})
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Packages lists the OS packages: dpkg, and rpm where present. A machine

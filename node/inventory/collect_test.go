@@ -8,10 +8,12 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/shirou/gopsutil/v4/disk"
 )
 
 // fakeTools puts shell scripts named like the package managers in a fresh
@@ -181,5 +183,130 @@ func TestCollectKeepsLastOnFailure(t *testing.T) {
 				t.Errorf("the delta carries more than the error field: %+v", d)
 			}
 		})
+	}
+}
+
+// hungMounts is a fake stat: the mounts in it block until released (a
+// hung NFS mount cannot be made here without root and a server).
+type hungMounts struct {
+	mu      sync.Mutex
+	hung    map[string]chan struct{}
+	size    uint64
+	mounted []string
+}
+
+func (h *hungMounts) partitions(context.Context, bool) ([]disk.PartitionStat, error) {
+	var out []disk.PartitionStat
+	for _, m := range h.mounted {
+		out = append(out, disk.PartitionStat{Mountpoint: m, Device: "dev" + m, Fstype: "ext4"})
+	}
+	out = append(out, disk.PartitionStat{Mountpoint: "/proc", Fstype: "proc"})
+	return out, nil
+}
+
+func (h *hungMounts) usage(_ context.Context, path string) (*disk.UsageStat, error) {
+	h.mu.Lock()
+	c, size := h.hung[path], h.size
+	h.mu.Unlock()
+	if c != nil {
+		<-c // ignores its context, as a stat on a hung mount does
+	}
+	if path == "/forbidden" {
+		return nil, os.ErrPermission
+	}
+	return &disk.UsageStat{Path: path, Total: size, Free: size / 2, UsedPercent: 50}, nil
+}
+
+func (h *hungMounts) release(path string) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	close(h.hung[path])
+	delete(h.hung, path)
+}
+
+// TestDisksHungMount: a mount whose stat hangs costs only its own disk
+// item, kept at its last value, and error.disks; the real System collector
+// beside it reports as usual. The stat is not started again while the
+// first hangs, and once it returns the next collection is whole.
+func TestDisksHungMount(t *testing.T) {
+	h := &hungMounts{hung: map[string]chan struct{}{"/mnt/nfs-test": make(chan struct{})}, size: 200,
+		mounted: []string{"/", "/mnt/nfs-test", "/forbidden"}}
+	defer func() {
+		if h.hung["/mnt/nfs-test"] != nil {
+			h.release("/mnt/nfs-test")
+		}
+	}()
+	var last Inventory
+	last.Set("hostname", "old-name")
+	last.Add("disk", Item{"mount": "/", "device": "dev/", "fstype": "ext4", "size": "100", "free": "50", "used_percent": "50"})
+	last.Add("disk", Item{"mount": "/mnt/nfs-test", "device": "dev/mnt/nfs-test", "fstype": "ext4", "size": "100", "free": "50", "used_percent": "50"})
+	collectors := []Collector{System{Identity: Identity{Role: "client", Site: "a", Version: "test"}},
+		Disks{MountTimeout: 200 * time.Millisecond, partitions: h.partitions, usage: h.usage}}
+	tests := []struct {
+		name    string
+		before  func()
+		sizes   map[string]string // mount → size
+		err     string            // in error.disks; "" none
+		maxTook time.Duration
+	}{
+		{"mount hangs", func() {}, map[string]string{"/": "200", "/mnt/nfs-test": "100"},
+			"/mnt/nfs-test: no answer to a stat within 200ms (a hung mount?)", 2 * time.Second},
+		{"still hung: not statted again", func() {}, map[string]string{"/": "200", "/mnt/nfs-test": "100"},
+			"/mnt/nfs-test: no answer yet to a stat started by an earlier collection", 150 * time.Millisecond},
+		{"mount answers again", func() {
+			h.release("/mnt/nfs-test")
+			for deadline := time.Now().Add(time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if _, busy := statting.Load("/mnt/nfs-test"); !busy {
+					break
+				}
+			}
+		}, map[string]string{"/": "200", "/mnt/nfs-test": "200"}, "", 2 * time.Second},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.before()
+			start := time.Now()
+			inv := Collect(context.Background(), collectors, 5*time.Second, last)
+			if took := time.Since(start); took > tt.maxTook {
+				t.Errorf("took %s", took)
+			}
+			if inv.Fields["hostname"] == "" || inv.Fields["hostname"] == "old-name" || inv.Fields["memory.total"] == "" || inv.Fields["error.system"] != "" {
+				t.Errorf("the system part suffered: hostname %q, memory.total %q, error.system %q",
+					inv.Fields["hostname"], inv.Fields["memory.total"], inv.Fields["error.system"])
+			}
+			sizes := map[string]string{}
+			for _, it := range inv.Items["disk"] {
+				sizes[it["mount"]] = it["size"]
+			}
+			if diff := cmp.Diff(tt.sizes, sizes); diff != "" {
+				t.Errorf("disk sizes (-want +got):\n%s", diff)
+			}
+			if got := inv.Fields["error.disks"]; (tt.err == "") != (got == "") || !strings.Contains(got, tt.err) {
+				t.Errorf("error.disks %q, want %q", got, tt.err)
+			}
+			if d := Diff(last, inv, 2); len(d.Del["disk"]) != 0 {
+				t.Errorf("the delta removes disks %v", d.Del["disk"])
+			}
+		})
+	}
+}
+
+// TestDisksCollectorHangs: if listing the mounts itself hangs, the whole
+// disks collector times out: the disk items are kept and the rest goes up.
+func TestDisksCollectorHangs(t *testing.T) {
+	block := make(chan struct{})
+	defer close(block)
+	var last Inventory
+	last.Add("disk", Item{"mount": "/", "size": "100", "free": "50"})
+	inv := Collect(context.Background(), []Collector{
+		fakeCollector{"host", ok(setAll("hostname", "h"))},
+		Disks{partitions: func(context.Context, bool) ([]disk.PartitionStat, error) { <-block; return nil, nil }},
+	}, 200*time.Millisecond, last)
+	want := map[string]string{"hostname": "h", "error.disks": "timed out after 200ms"}
+	if diff := cmp.Diff(want, inv.Fields); diff != "" {
+		t.Error(diff)
+	}
+	if diff := cmp.Diff(last.Items, inv.Items); diff != "" {
+		t.Errorf("disks not kept (-want +got):\n%s", diff)
 	}
 }

@@ -260,7 +260,7 @@ func TestCustomFiles(t *testing.T) {
 // TestSystemCollector runs the real collectors on this machine: they must
 // find at least the basics.
 func TestSystemCollector(t *testing.T) {
-	inv := Collect(context.Background(), []Collector{System{Identity: Identity{Role: "client", Site: "a", Version: "test"}}, Packages{}}, 30*time.Second, Inventory{})
+	inv := Collect(context.Background(), []Collector{System{Identity: Identity{Role: "client", Site: "a", Version: "test"}}, Disks{}, Packages{}}, 30*time.Second, Inventory{})
 	for _, f := range []string{"hostname", "os.kind", "cpu.count", "memory.total", "site"} {
 		if inv.Fields[f] == "" {
 			t.Errorf("no %s in %v", f, inv.Fields)
