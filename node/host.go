@@ -64,21 +64,71 @@ func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater co
 	return h, nil
 }
 
-// resourceManager admits maxConns connections in total and inbound, with
-// room for that many connections to be in their handshake at once (a relay
-// whose children all come back together) and eight streams per connection.
+// resourceManager builds the resource manager from resourceLimits, scaled
+// for this machine's memory only where a limit is in bytes.
 func resourceManager(maxConns int) (network.ResourceManager, error) {
 	limits := rcmgr.DefaultLimits
-	libp2p.SetDefaultServiceLimits(&limits)
-	n := rcmgr.LimitVal(maxConns)
-	conns := rcmgr.ResourceLimits{
-		Conns: n, ConnsInbound: n, ConnsOutbound: n, FD: n,
-		Streams: 8 * n, StreamsInbound: 8 * n, StreamsOutbound: 8 * n,
-	}
-	partial := rcmgr.PartialLimitConfig{System: conns, Transient: conns}
-	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(partial.Build(limits.AutoScale())))
+	rm, err := rcmgr.NewResourceManager(rcmgr.NewFixedLimiter(resourceLimits(maxConns, limits.AutoScale())))
 	if err != nil {
 		return nil, fmt.Errorf("resource manager: %w", err)
 	}
 	return rm, nil
+}
+
+// Streams per connection that the resource manager admits: in all, and on
+// any one protocol or service (each child keeps a pubsub stream each way to
+// its parent, and a fetch has four blocks streams in flight to one peer).
+const (
+	streamsPerConn      = 8
+	protoStreamsPerConn = 4
+)
+
+// resourceLimits sets every connection and stream limit of every scope from
+// maxConns (limits.max_conns), whatever the machine: maxConns connections in
+// total and inbound, with room for that many to be in their handshake at
+// once (a relay whose children all come back together); streams per
+// connection as above; fixed limits for one peer. Only the byte limits come
+// from defaults (libp2p's, scaled for the machine's memory), and the
+// system's is raised to at least 1 MiB per connection: yamux reserves a
+// 256 KiB window for every stream it opens, so a relay's idle children alone
+// reserve half a MiB each.
+func resourceLimits(maxConns int, defaults rcmgr.ConcreteLimitConfig) rcmgr.ConcreteLimitConfig {
+	n := rcmgr.LimitVal(maxConns)
+	d := defaults.ToPartialLimitConfig()
+	memory := max(d.System.Memory, rcmgr.LimitVal64(maxConns)<<20)
+	system := rcmgr.ResourceLimits{
+		Conns: n, ConnsInbound: n, ConnsOutbound: n, FD: n,
+		Streams: streamsPerConn * n, StreamsInbound: streamsPerConn * n, StreamsOutbound: streamsPerConn * n,
+		Memory: memory,
+	}
+	shared := rcmgr.ResourceLimits{
+		Streams: protoStreamsPerConn * n, StreamsInbound: protoStreamsPerConn * n, StreamsOutbound: protoStreamsPerConn * n,
+	}
+	onePeer := rcmgr.ResourceLimits{
+		Conns: 8, ConnsInbound: 8, ConnsOutbound: 8, FD: 8, // both sides dialing, TCP and QUIC
+		Streams: 1024, StreamsInbound: 512, StreamsOutbound: 512,
+	}
+	onePeerProto := rcmgr.ResourceLimits{Streams: 512, StreamsInbound: 256, StreamsOutbound: 256}
+	partial := rcmgr.PartialLimitConfig{
+		System:              system,
+		Transient:           system,
+		ServiceDefault:      shared,
+		ProtocolDefault:     shared,
+		PeerDefault:         onePeer,
+		ServicePeerDefault:  onePeerProto,
+		ProtocolPeerDefault: onePeerProto,
+	}
+	// Any per-service or per-protocol limits among the defaults (libp2p's
+	// for identify and ping scale with memory) get the same as the rest.
+	partial.Service, partial.Protocol = overrideAll(d.Service, shared), overrideAll(d.Protocol, shared)
+	partial.ServicePeer, partial.ProtocolPeer = overrideAll(d.ServicePeer, onePeerProto), overrideAll(d.ProtocolPeer, onePeerProto)
+	return partial.Build(defaults)
+}
+
+func overrideAll[K comparable](m map[K]rcmgr.ResourceLimits, l rcmgr.ResourceLimits) map[K]rcmgr.ResourceLimits {
+	out := make(map[K]rcmgr.ResourceLimits, len(m))
+	for k := range m {
+		out[k] = l
+	}
+	return out
 }
