@@ -31,6 +31,19 @@ const HelloProtocol protocol.ID = "/swdist/hello/1.0.0"
 // maxHello bounds a hello message: a chain of MaxChainLen certificates.
 const maxHello = 128 << 10
 
+// RefusalProtocol carries, from a peer that verified this node before and
+// now refuses it (a revocation, an expired certificate), the reason, just
+// before it disconnects: its gater will drop this node's next connections
+// before any hello, so this is the only time it can say why.
+const RefusalProtocol protocol.ID = "/swdist/refused/1.0.0"
+
+// maxReason bounds the reason a refusal carries.
+const maxReason = 1 << 10
+
+type refusalMsg struct {
+	Reason string `cbor:"0,keyasint"`
+}
+
 type helloMsg struct {
 	Chain cert.Chain `cbor:"0,keyasint"`
 }
@@ -154,8 +167,9 @@ type Service struct {
 	log    *slog.Logger
 	notify *network.NotifyBundle
 
-	mu    sync.Mutex
-	peers map[peer.ID]*state
+	mu        sync.Mutex
+	peers     map[peer.ID]*state
+	refusedBy map[peer.ID]string // peers that refused this node, and why
 
 	stop chan struct{}
 	wg   sync.WaitGroup
@@ -165,13 +179,14 @@ type Service struct {
 func New(h host.Host, g *Gater, cfg Config) *Service {
 	cfg.setDefaults()
 	return &Service{h: h, gater: g, cfg: cfg, log: cfg.Logger.With("svc", "member"),
-		peers: map[peer.ID]*state{}, stop: make(chan struct{})}
+		peers: map[peer.ID]*state{}, refusedBy: map[peer.ID]string{}, stop: make(chan struct{})}
 }
 
 // Start registers the hello protocol and watches connections. Connections
 // that exist already are greeted too.
 func (s *Service) Start() {
 	s.h.SetStreamHandler(HelloProtocol, s.handleHello)
+	s.h.SetStreamHandler(RefusalProtocol, s.Guard(s.handleRefusal))
 	s.notify = &network.NotifyBundle{ConnectedF: s.connected, DisconnectedF: s.disconnected}
 	s.h.Network().Notify(s.notify)
 	for _, c := range s.h.Network().Conns() {
@@ -186,6 +201,7 @@ func (s *Service) Close() {
 	close(s.stop)
 	s.h.Network().StopNotify(s.notify)
 	s.h.RemoveStreamHandler(HelloProtocol)
+	s.h.RemoveStreamHandler(RefusalProtocol)
 	s.wg.Wait()
 }
 
@@ -265,6 +281,9 @@ func (s *Service) greet(p peer.ID) {
 		s.greetFailed(p, fmt.Errorf("hello: %w", err))
 		return
 	}
+	s.mu.Lock()
+	delete(s.refusedBy, p) // it accepts this node now
+	s.mu.Unlock()
 	pr, err := s.verify(p, resp.Chain)
 	s.settle(p, pr, err, true)
 }
@@ -284,6 +303,55 @@ func (s *Service) greetFailed(p peer.ID, err error) {
 		return
 	}
 	s.settle(p, Peer{}, err, false)
+}
+
+// tellRefusal sends p the reason it is refused, over the connection it
+// still has.
+func (s *Service) tellRefusal(p peer.ID, reason error) {
+	ctx, cancel := context.WithTimeout(context.Background(), refuseTell)
+	defer cancel()
+	str, err := s.h.NewStream(network.WithNoDial(ctx, "refusal"), p, RefusalProtocol)
+	if err != nil {
+		s.log.Debug("tell refused peer why", "peer", p, "err", err)
+		return
+	}
+	defer str.Close()
+	_ = str.SetDeadline(time.Now().Add(refuseTell))
+	text := reason.Error()
+	if len(text) > maxReason/2 {
+		text = text[:maxReason/2]
+	}
+	if err := wire.Write(str, refusalMsg{Reason: text}); err != nil {
+		_ = str.Reset()
+		return
+	}
+	_ = str.CloseWrite()
+	// Wait for the peer to close its side: it has read the reason.
+	_, _ = str.Read(make([]byte, 1))
+}
+
+// handleRefusal records why a verified peer refuses this node from now on.
+func (s *Service) handleRefusal(pr Peer, str network.Stream) {
+	defer str.Close()
+	_ = str.SetDeadline(time.Now().Add(refuseTell))
+	var m refusalMsg
+	if err := wire.Read(str, maxReason, &m); err != nil {
+		_ = str.Reset()
+		return
+	}
+	s.mu.Lock()
+	s.refusedBy[pr.ID] = m.Reason
+	s.mu.Unlock()
+	s.log.Warn("peer refuses this node", "peer", pr.ID, "reason", m.Reason)
+}
+
+// RefusedBy says why p last refused this node, if it did and has not
+// accepted it since.
+func (s *Service) RefusedBy(p peer.ID) (string, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	r, ok := s.refusedBy[p]
+	return r, ok
 }
 
 func (s *Service) handleHello(str network.Stream) {
@@ -333,6 +401,7 @@ func (s *Service) settle(p peer.ID, pr Peer, err error, ban bool) {
 	st := s.entry(p)
 	st.greeting = false
 	already := settled(st)
+	tell := false
 	switch {
 	case already && st.err != nil:
 		s.mu.Unlock()
@@ -346,12 +415,13 @@ func (s *Service) settle(p peer.ID, pr Peer, err error, ban bool) {
 		st.peer, st.err = pr, err
 		st.verified = err == nil
 		close(st.done)
-	default: // already verified, now refused
+	default: // already verified, now refused: it does not know
 		st.err = err
+		tell = true
 	}
 	s.mu.Unlock()
 	if err != nil {
-		s.refuse(p, err, ban)
+		s.refuse(p, err, ban, tell)
 		return
 	}
 	s.log.Debug("peer verified", "peer", p, "role", pr.Cert.Role, "site", pr.Cert.Site)
@@ -360,7 +430,7 @@ func (s *Service) settle(p peer.ID, pr Peer, err error, ban bool) {
 	}
 }
 
-func (s *Service) refuse(p peer.ID, err error, ban bool) {
+func (s *Service) refuse(p peer.ID, err error, ban, tell bool) {
 	if errors.Is(err, context.Canceled) {
 		return
 	}
@@ -371,6 +441,15 @@ func (s *Service) refuse(p peer.ID, err error, ban bool) {
 	}
 	s.log.Warn("peer refused", "peer", p, "reason", err)
 	s.gater.Ban(p, time.Now().Add(s.cfg.BanFor), err)
+	if tell {
+		// A peer verified before learned nothing from a hello: say why on
+		// a stream of its own, then close.
+		go func() {
+			s.tellRefusal(p, err)
+			_ = s.h.Network().ClosePeer(p)
+		}()
+		return
+	}
 	// Close a moment later, so that the refusal's reason reaches the peer
 	// (its operator needs it); the gater refuses new streams' connections
 	// at once, and guarded protocols refuse it already.
@@ -380,6 +459,9 @@ func (s *Service) refuse(p peer.ID, err error, ban bool) {
 // refuseLinger is how long a refused peer's connection stays open so that
 // the reason for the refusal can be read.
 const refuseLinger = 500 * time.Millisecond
+
+// refuseTell bounds telling a peer verified before why it is now refused.
+const refuseTell = 5 * time.Second
 
 // Wait blocks until p is verified or refused, or ctx ends. For a peer that
 // is neither connected nor being greeted it answers at once: refused (and

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -272,8 +273,35 @@ func TestRecheckDropsRevoked(t *testing.T) {
 	root.svc.Recheck()
 	waitDisconnected(t, root.h, childID)
 	waitDisconnected(t, child.h, root.h.ID())
+	// The root told the child why before it cut the link: from now on its
+	// gater drops the child before any hello could say so.
+	if reason, ok := child.svc.RefusedBy(root.h.ID()); !ok || !strings.Contains(reason, cert.ErrRevoked.Error()) {
+		t.Errorf("the child knows the root refuses it: %v, reason %q", ok, reason)
+	}
 	redial(child.h, root.h)
 	assertRefusedAtRoot(t, root, childID)
+}
+
+// TestRefusalNoticeOnlyFromVerifiedPeers: an outsider cannot make a member
+// believe its parent refuses it.
+func TestRefusalNoticeOnlyFromVerifiedPeers(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	root := startMember(t, rn.Key, rn.Chain, o.V)
+	outsider := newHost(t, certtest.NewKey(t), nil)
+	if err := connect(ctx, outsider, root.h); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := outsider.NewStream(ctx, root.h.ID(), member.RefusalProtocol); err == nil {
+		_, _ = s.Write([]byte{5, 0xa1, 0x00, 0x62, 'n', 'o'})
+		_ = s.CloseWrite()
+		_, _ = io.ReadAll(s)
+	}
+	if _, ok := root.svc.RefusedBy(outsider.ID()); ok {
+		t.Error("a refusal from an unverified peer was recorded")
+	}
 }
 
 // redial tries to connect once, briefly: a dial the listener's gater drops

@@ -98,6 +98,11 @@ func (l *Link) Run(ctx context.Context) error {
 		if err != nil {
 			wait := Backoff(attempt, l.cfg.MinBackoff, l.cfg.MaxBackoff)
 			attempt++
+			if reason, ok := l.cfg.Member.RefusedBy(l.cfg.Parent); ok {
+				// Its gater drops this node before any hello now; it said
+				// why when it cut the link.
+				err = fmt.Errorf("%w; the parent refused this node when it cut the link: %s", err, reason)
+			}
 			if strings.Contains(err.Error(), cert.ErrRevoked.Error()) {
 				l.log.Error("the parent refuses this node: it was revoked; enroll it again with a new token", "err", err)
 			} else {
