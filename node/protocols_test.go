@@ -140,7 +140,7 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 	// parent; renewal, sync, reports, blocks and peers from a child;
 	// revocations from any member; collect, which a node serves to its
 	// parent, from the relay to its child. good is a well-formed request
-	// each must still answer afterwards.
+	// each must still answer afterwards (refusals have no answer).
 	guarded := []struct {
 		from, to host.Host
 		proto    protocol.ID
@@ -156,6 +156,7 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 		{a1, relay, swarm.Protocol, false, map[int]any{}},
 		{c.nodes["server"].Host(), relay, "/swdist/admin/1.0.0", false, map[int]any{}},
 		{relay, a1, "/swdist/collect/1.0.0", false, map[int]any{}},
+		{a1, relay, member.RefusalProtocol, true, nil}, // one message, no answer
 	}
 	for _, in := range badInputs {
 		t.Run(in.name, func(t *testing.T) {
@@ -182,7 +183,9 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 	// Every protocol still answers a good request, the relay still serves
 	// its subtree, and a1 is still a member.
 	for _, g := range guarded {
-		sendGood(t, g.from, g.to.ID(), g.proto, g.good)
+		if g.good != nil {
+			sendGood(t, g.from, g.to.ID(), g.proto, g.good)
+		}
 	}
 	eventually(t, "tree still complete", func() bool {
 		return onlineIn(c.nodes["server"], c.id("a1")) && onlineIn(c.nodes["server"], c.id("a2"))
