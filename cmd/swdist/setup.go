@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -138,6 +139,11 @@ func (a *app) runCmd() *cobra.Command {
 			log := slog.New(slog.NewTextHandler(io.MultiWriter(a.errOut, logFile), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
+			if db != "" && !strings.Contains(db, "://") {
+				if db, err = filepath.Abs(db); err != nil { // a file named here is where the shell is
+					return err
+				}
+			}
 			n, err := node.Open(ctx, h, node.Options{Logger: log, DB: db})
 			if err != nil {
 				return err
@@ -149,6 +155,6 @@ func (a *app) runCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&db, "db", "", "the database: a SQLite file or a postgres://USER@HOST/DB URL (default the config's db, swdist.db in the home)")
+	cmd.Flags().StringVar(&db, "db", "", "the database: a SQLite file or a postgres://USER@HOST/DB URL (default the config's db, by default swdist.db in the home)")
 	return cmd
 }
