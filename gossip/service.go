@@ -59,6 +59,11 @@ type Config struct {
 	// OnExpired runs for a manifest for this node that reached it only
 	// after it expired (once, when first recorded).
 	OnExpired func(v Verified)
+	// Below, if set, says whether a node below this one may be a target
+	// of v (true when it cannot tell, such as a child relay whose subtree
+	// it cannot see). A relay neither keeps nor passes on a manifest for
+	// nobody below it, nor for itself.
+	Below func(ctx context.Context, v Verified) bool
 	Logger    *slog.Logger
 }
 
@@ -178,11 +183,21 @@ var (
 	errNotForMe  = errors.New("not for this node")
 )
 
-// Accept runs the checks every node makes on a manifest from its parent
-// (or from an administrator, on the node it is submitted to), stores it,
-// and passes it on into this node's subtree. Every refusal is counted and
-// logged with its reason.
+// Submit is Accept for a manifest an administrator submits on this node: it
+// is kept and sent into this node's subtree even if nobody there is a
+// target yet (its status says so).
+func (s *Service) Submit(ctx context.Context, raw []byte) (Verified, error) {
+	return s.accept(ctx, raw, true)
+}
+
+// Accept runs the checks every node makes on a manifest from its parent,
+// stores it, and passes it on into this node's subtree. Every refusal is
+// counted and logged with its reason.
 func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
+	return s.accept(ctx, raw, false)
+}
+
+func (s *Service) accept(ctx context.Context, raw []byte, submitted bool) (Verified, error) {
 	sg, err := Decode(raw)
 	if err != nil {
 		return Verified{}, s.count(reason(err), err)
@@ -216,6 +231,10 @@ func (s *Service) Accept(ctx context.Context, raw []byte) (Verified, error) {
 	relay := s.own != nil
 	if !targeted && !relay {
 		return v, errNotForMe // a client keeps only what is for itself
+	}
+	if !targeted && !submitted && s.cfg.Below != nil && !s.cfg.Below(ctx, v) {
+		s.log.Debug("manifest for nobody in this subtree: not kept, not passed on", "job", v.JobID, "target", v.Target.String())
+		return v, errNotForMe
 	}
 	added, err := s.cfg.Store.PutManifest(ctx, v, targeted, false)
 	if err != nil {

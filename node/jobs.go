@@ -102,7 +102,7 @@ func (n *Node) SubmitJob(ctx context.Context, req api.JobSubmit) (api.JobCreated
 	if n.issuer == nil {
 		return api.JobCreated{}, api.BadRequest("this node is a client: submit jobs on a server or relay")
 	}
-	v, err := n.gossip.Accept(ctx, req.Manifest)
+	v, err := n.gossip.Submit(ctx, req.Manifest)
 	if err != nil {
 		return api.JobCreated{}, api.BadRequest("job refused: %v", err)
 	}

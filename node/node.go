@@ -324,6 +324,7 @@ func (n *Node) Start(ctx context.Context) error {
 		Builtin: map[string]job.Builtin{"inventory": n.inventoryJob, "install": n.installJob, "uninstall": n.uninstallJob,
 			"transfer": n.transferJob, "delete": n.deleteJob, "collect": n.collectJob}})
 	gcfg := gossip.Config{Verifier: n.verifier, Self: n.selfCerts, Parent: n.parent, Member: n.member, Store: n.store, Logger: n.log,
+		Below: n.targetsBelow,
 		OnAccepted: func(v gossip.Verified, forMe bool) {
 			if v.Type == gossip.TypeCancel {
 				n.cancelJob(ctx, v) // never run: it is carried out here

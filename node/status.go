@@ -186,3 +186,30 @@ func (n *Node) markWaiting(ctx context.Context, v gossip.Verified) {
 	}
 	n.reports.Wake()
 }
+
+// targetsBelow says whether a node below this one may be a destination of
+// v, from this node's view of its subtree. Where the view cannot tell (a
+// child relay offline or not answering, whose subtree is missing), it says
+// yes: the manifest is kept and passed on, as without the view.
+func (n *Node) targetsBelow(ctx context.Context, v gossip.Verified) bool {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var lineage []string
+	for _, c := range n.selfCerts() {
+		lineage = append(lineage, c.PeerID.String())
+	}
+	scope := v.Admin.Scope.String()
+	var walk func(t tree.Node, lineage []string) bool
+	walk = func(t tree.Node, lineage []string) bool {
+		lineage = append([]string{t.PeerID}, lineage...)
+		if v.Target.MatchNode(t.Role, t.Site, t.Groups, lineage) && slices.Contains(lineage, scope) {
+			return true
+		}
+		if t.Error != "" || len(t.Children) < t.ChildrenCount || (t.Role == string(cert.RoleRelay) && !t.Online) {
+			return true // part of its subtree is not in the view
+		}
+		return slices.ContainsFunc(t.Children, func(c tree.Node) bool { return walk(c, lineage) })
+	}
+	view := n.viewer.View(ctx, -1)
+	return slices.ContainsFunc(view.Children, func(c tree.Node) bool { return walk(c, lineage) })
+}

@@ -649,3 +649,73 @@ func TestJobsCLI(t *testing.T) {
 		}
 	}
 }
+
+// TestKilledRelayGetsGossip: a relay killed with SIGKILL leaves its parent
+// holding a QUIC connection that nothing closes until its idle timeout. When
+// the relay comes back and dials again, the parent drops that stale
+// connection, so that the next job reaches the relay and its client by
+// gossip at once, not at the next catch-up a minute later.
+func TestKilledRelayGetsGossip(t *testing.T) {
+	dir := shortDir(t)
+	quic := []string{"--listen", "/ip4/127.0.0.1/tcp/0", "--listen", "/ip4/127.0.0.1/udp/0/quic-v1"}
+	homes := map[string]string{"S": filepath.Join(dir, "S"), "R": filepath.Join(dir, "R"), "C": filepath.Join(dir, "C")}
+	must(t, nil, homes["S"], append([]string{"init", "--role", "server", "--site", "hq"}, quic...)...)
+	startDaemon(t, homes["S"])
+	var tok api.Token
+	must(t, &tok, homes["S"], "token", "create", "--role", "relay", "--site", "a", "--json")
+	// The relay listens on TCP only, so that its client links over TCP,
+	// which tells the client at once that its relay died (over QUIC it
+	// would find out at the idle timeout); the relay itself dials the
+	// server over QUIC.
+	must(t, nil, homes["R"], append([]string{"join", tok.Token}, loopbackListen...)...)
+	r := startDaemon(t, homes["R"])
+	must(t, &tok, homes["R"], "token", "create", "--role", "client", "--json")
+	must(t, nil, homes["C"], append([]string{"join", tok.Token}, loopbackListen...)...)
+	startDaemon(t, homes["C"])
+	online := func(n int) func(tree.Node) bool { return func(top tree.Node) bool { return countOnline(top) == n } }
+	waitView(t, homes["S"], online(3))
+	key := filepath.Join(dir, "alice.key")
+	must(t, nil, homes["S"], "admin", "keygen", "--out", key)
+	must(t, nil, homes["S"], "admin", "add", "--name", "alice", "--pubkey", key+".pub", "--out", key+".cert")
+
+	if err := r.cmd.Process.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	<-r.done
+	startDaemon(t, homes["R"])
+	waitView(t, homes["S"], online(3))
+	var created api.JobCreated
+	must(t, &created, homes["S"], "job", "create", "--type", "run", "--command", "true", "--target", "role=client",
+		"--sign-key", key, "--json")
+	// Within 10 s: the stale connection's idle timeout is 30 s, the
+	// catch-up about a minute.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var jobs []api.Job
+		must(t, &jobs, homes["C"], "job", "ls", "--json")
+		if slices.ContainsFunc(jobs, func(j api.Job) bool { return j.ID == created.ID }) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the client did not get the job by gossip within 10 s of its relay's restart")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// waitView waits until the tree seen from home meets cond.
+func waitView(t *testing.T, home string, cond func(tree.Node) bool) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var top tree.Node
+		must(t, &top, home, "tree", "--json")
+		if cond(top) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the tree seen from %s: %+v", home, top)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

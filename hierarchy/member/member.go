@@ -96,6 +96,9 @@ type Gater struct {
 	mu     sync.Mutex
 	banned map[peer.ID]ban
 	now    func() time.Time
+	// redial, set by the Service, runs when a peer not banned has
+	// secured a new inbound connection, before it is used.
+	redial func(peer.ID)
 }
 
 type ban struct {
@@ -143,8 +146,17 @@ func (g *Gater) InterceptAddrDial(peer.ID, ma.Multiaddr) bool { return true }
 func (g *Gater) InterceptAccept(network.ConnMultiaddrs) bool { return true }
 
 // InterceptSecured implements connmgr.ConnectionGater.
-func (g *Gater) InterceptSecured(_ network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
-	return !g.Banned(p)
+func (g *Gater) InterceptSecured(dir network.Direction, p peer.ID, _ network.ConnMultiaddrs) bool {
+	if g.Banned(p) {
+		return false
+	}
+	g.mu.Lock()
+	redial := g.redial
+	g.mu.Unlock()
+	if dir == network.DirInbound && redial != nil {
+		redial(p)
+	}
+	return true
 }
 
 // InterceptUpgraded implements connmgr.ConnectionGater.
@@ -187,6 +199,9 @@ func New(h host.Host, g *Gater, cfg Config) *Service {
 func (s *Service) Start() {
 	s.h.SetStreamHandler(HelloProtocol, s.handleHello)
 	s.h.SetStreamHandler(RefusalProtocol, s.Guard(s.handleRefusal))
+	s.gater.mu.Lock()
+	s.gater.redial = s.dropStale
+	s.gater.mu.Unlock()
 	s.notify = &network.NotifyBundle{ConnectedF: s.connected, DisconnectedF: s.disconnected}
 	s.h.Network().Notify(s.notify)
 	for _, c := range s.h.Network().Conns() {
@@ -199,6 +214,9 @@ func (s *Service) Start() {
 // Close stops enforcing; it does not close the host.
 func (s *Service) Close() {
 	close(s.stop)
+	s.gater.mu.Lock()
+	s.gater.redial = nil
+	s.gater.mu.Unlock()
 	s.h.Network().StopNotify(s.notify)
 	s.h.RemoveStreamHandler(HelloProtocol)
 	s.h.RemoveStreamHandler(RefusalProtocol)
@@ -378,6 +396,26 @@ func (s *Service) handleHello(str network.Stream) {
 	})
 	if refused != nil {
 		s.settle(p, Peer{}, refused, true)
+	}
+}
+
+// dropStale closes the connections p dialed to this node before the one it
+// is dialing now (secured, not yet in use). A peer that dials again while
+// this node still holds a connection it dialed has lost that one: it
+// restarted, or its link broke without a close (a killed process's QUIC
+// connection lingers here until its idle timeout). Left open, the stale
+// connection would keep streams such as gossip's, and what is sent on them
+// would be lost until it timed out; closed before the new connection
+// carries anything, no protocol mixes the two. Connections this node
+// dialed are left alone, so that two peers dialing each other at once do
+// not close both.
+func (s *Service) dropStale(p peer.ID) {
+	for _, old := range s.h.Network().ConnsToPeer(p) {
+		if old.Stat().Direction != network.DirInbound {
+			continue
+		}
+		s.log.Info("peer dialed again: closing its older connection", "peer", p, "opened", old.Stat().Opened)
+		_ = old.Close()
 	}
 }
 
