@@ -63,8 +63,8 @@ type Config struct {
 	// of v (true when it cannot tell, such as a child relay whose subtree
 	// it cannot see). A relay neither keeps nor passes on a manifest for
 	// nobody below it, nor for itself.
-	Below func(ctx context.Context, v Verified) bool
-	Logger    *slog.Logger
+	Below  func(ctx context.Context, v Verified) bool
+	Logger *slog.Logger
 }
 
 // Service carries manifests: it validates what comes from the parent's
