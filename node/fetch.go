@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/ipfs/go-cid"
@@ -25,6 +26,8 @@ const (
 	perPeer     = 4                      // requests in flight to one peer
 	peersEvery  = 500 * time.Millisecond // how often the parent is asked again for peers while fetching
 	ancestorTry = 10 * time.Second       // how long to try reaching an ancestor
+	routeWait   = 3 * time.Second        // how long a child's request waits for this node's own fetch to know its peers
+	upstreamMax = 4                      // requests in flight to the parent (or an ancestor)
 )
 
 // A claim marks a block being fetched by this node; done closes when the
@@ -112,6 +115,10 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 	if from.Cert.Parent != n.host.ID() {
 		return n.pullThrough(ctx, cids, false)
 	}
+	// This node's own fetch of the package may be about to learn its peers:
+	// wait for that, so that a child's first requests go where this node's
+	// own would, not all to the parent.
+	n.waitRoutes(ctx, routeWait)
 	// A child's blocks that this node is fetching from a peer right now are
 	// taken from that peer too, not from the parent a second time.
 	viaPeer := map[peer.ID][]cid.Cid{}
@@ -164,6 +171,23 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) e
 // reachable, from the nearest ancestor that is (they serve nodes that are
 // not their children at a limited rate).
 func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, error) {
+	// A few requests at a time: a relay's own fetch, its children's and its
+	// siblings' all go up this link, and fewer blocks in flight each come
+	// sooner, to be passed on while the rest arrive.
+	select {
+	case n.upstream <- struct{}{}:
+		defer func() { <-n.upstream }()
+	case <-ctx.Done():
+		return cids, ctx.Err()
+	}
+	if _, ok := n.member.Peer(n.parent); !ok {
+		if left := ancestorTry - time.Since(n.started); left > 0 {
+			// Just started: the parent link may not be up yet.
+			wctx, cancel := context.WithTimeout(ctx, left)
+			_, _ = n.member.Wait(wctx, n.parent)
+			cancel()
+		}
+	}
 	if _, ok := n.member.Peer(n.parent); ok {
 		return n.exchange.Fetch(ctx, n.parent, cids)
 	}
@@ -185,6 +209,55 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, err
 		return n.exchange.Fetch(ctx, a.ID, cids)
 	}
 	return cids, fmt.Errorf("no upstream reachable: %w", errors.Join(errs...))
+}
+
+// A routing is a fetch of this node's that will soon know which peer each
+// of its blocks comes from (setRoute); known closes when it does, or when
+// the fetch ends.
+type routing struct {
+	once  sync.Once
+	known chan struct{}
+}
+
+type routingKey struct{}
+
+// expectRoutes registers a fetch about to start; ctx carries it to the
+// fetch (getBlocks), which calls routesKnown once it has its peers.
+func (n *Node) expectRoutes(ctx context.Context) (context.Context, *routing) {
+	r := &routing{known: make(chan struct{})}
+	n.fetchMu.Lock()
+	n.routings[r] = true
+	n.fetchMu.Unlock()
+	return context.WithValue(ctx, routingKey{}, r), r
+}
+
+func (n *Node) routesKnown(r *routing) {
+	if r == nil {
+		return
+	}
+	r.once.Do(func() {
+		n.fetchMu.Lock()
+		delete(n.routings, r)
+		n.fetchMu.Unlock()
+		close(r.known)
+	})
+}
+
+// waitRoutes waits, at most max, until the fetches registered now know
+// their peers.
+func (n *Node) waitRoutes(ctx context.Context, max time.Duration) {
+	n.fetchMu.Lock()
+	var pending []chan struct{}
+	for r := range n.routings {
+		pending = append(pending, r.known)
+	}
+	n.fetchMu.Unlock()
+	if len(pending) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(ctx, max)
+	defer cancel()
+	_ = waitAll(ctx, pending)
 }
 
 // fetchPackage makes sure every block of the package root is held here:
@@ -214,7 +287,7 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error)
 	if n.parent == "" {
 		return pkg.Root{}, fmt.Errorf("package %s@%s (%s): %d blocks are missing here, and this node has no parent to fetch them from", r.Name, r.Version, root, len(missing))
 	}
-	if err := n.getBlocks(ctx, root, missing); err != nil {
+	if err := n.getBlocks(ctx, root, r.CIDs(), missing); err != nil {
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
@@ -226,14 +299,15 @@ type fetched struct {
 	err   error
 }
 
-// getBlocks fetches cids, blocks of the package root, for this node. The
-// parent names this node's peers for the package; each block has one owner
-// among this node and them (swarm.Owner): this node fetches its own share
+// getBlocks fetches cids, blocks of the package root (whose blocks are
+// all, in order), for this node. The parent names this node's peers for
+// the package; each block has one owner among this node and them
+// (swarm.Shares; swarm.Owner for a failed peer's): this node fetches its own share
 // from upstream and the rest from the owners, which pull their share
 // through. A peer that fails is dropped and a block a peer did not deliver
 // is fetched from upstream. Blocks are taken in a random order, in small
 // groups, a few at a time per peer.
-func (n *Node) getBlocks(ctx context.Context, root cid.Cid, cids []cid.Cid) error {
+func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all, cids []cid.Cid) error {
 	n.want(cids, 1)
 	defer n.want(cids, -1)
 	defer n.setRoute(nil)
@@ -263,12 +337,22 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, cids []cid.Cid) erro
 		}
 		peers = got
 		clear(owner)
+		shares := swarm.Shares(all, n.host.ID(), peers)
 		for _, c := range queue {
-			owner[c.KeyString()] = n.ownerOf(c, peers)
+			o, ok := shares[c.KeyString()]
+			if !ok {
+				o = swarm.Owner(c, n.host.ID(), peers)
+			}
+			if o == n.host.ID() {
+				o = ""
+			}
+			owner[c.KeyString()] = o
 		}
 		n.setRoute(owner)
 	}
 	refresh()
+	r, _ := ctx.Value(routingKey{}).(*routing)
+	n.routesKnown(r)
 
 	results := make(chan fetched, maxGroups)
 	inflight := map[peer.ID]int{}
@@ -431,9 +515,11 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 		n.log.Warn("manifest names a bad package", "job", v.JobID, "err", err)
 		return
 	}
+	ctx, r := n.expectRoutes(ctx) // before its children ask for blocks
 	n.wg.Add(1)
 	go func() {
 		defer n.wg.Done()
+		defer n.routesKnown(r)
 		ctx, cancel := context.WithDeadline(ctx, v.ExpiresAt)
 		defer cancel()
 		if err := n.store.AddPin(ctx, store.Pin{CID: root.String(), Job: v.JobID, Until: v.ExpiresAt}); err != nil {

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sync"
 
 	bstore "github.com/ipfs/boxo/blockstore"
 	blockformat "github.com/ipfs/go-block-format"
@@ -34,6 +35,9 @@ var ErrCorrupt = errors.New("block does not match its CID")
 type Store struct {
 	ds *flatfs.Datastore
 	bs bstore.Blockstore
+
+	mu      sync.Mutex
+	changed chan struct{} // closed at the next Put
 }
 
 // Open opens (creating if needed) the block store in dir.
@@ -45,7 +49,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block store %s: %w", dir, err)
 	}
-	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix())}, nil
+	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix()), changed: make(chan struct{})}, nil
 }
 
 // Close closes the store.
@@ -72,7 +76,19 @@ func (s *Store) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	if err := s.bs.Put(ctx, b); err != nil {
 		return fmt.Errorf("store block %s: %w", c, err)
 	}
+	s.mu.Lock()
+	close(s.changed)
+	s.changed = make(chan struct{})
+	s.mu.Unlock()
 	return nil
+}
+
+// Changed returns a channel closed when the next block is stored: take it,
+// look for what you wait for, and wait on it if that is not there yet.
+func (s *Store) Changed() <-chan struct{} {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.changed
 }
 
 // Check verifies that data hashes to c.

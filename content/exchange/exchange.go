@@ -117,46 +117,86 @@ func (s *Service) Start() {
 			}
 			ids = append(ids, c)
 		}
+		var absent []cid.Cid
 		if s.cfg.Upstream != nil {
-			var absent []cid.Cid
 			for _, c := range ids {
 				if ok, _ := s.cfg.Store.Has(ctx, c); !ok {
 					absent = append(absent, c)
 				}
 			}
-			if len(absent) > 0 {
+		}
+		// Blocks this node lacks are pulled through from upstream in the
+		// background; each block goes out as soon as it is here, in the
+		// order they come, so that the asker's link is busy while the rest
+		// arrive.
+		upDone := make(chan struct{})
+		if len(absent) > 0 {
+			go func() {
+				defer close(upDone)
 				if err := s.cfg.Upstream(ctx, pr, absent); err != nil {
 					s.log.Debug("pull blocks through from upstream", "for", pr.ID, "n", len(absent), "err", err)
 				}
-			}
+			}()
+		} else {
+			close(upDone)
 		}
 		var lim *ratelimit.Limiter
 		if s.cfg.ServeLimit != nil {
 			lim = s.cfg.ServeLimit(pr)
 		}
-		for _, c := range ids {
-			data, err := s.cfg.Store.Get(ctx, c)
-			r := reply{CID: c.Bytes(), Data: data}
-			if err != nil {
-				r = reply{CID: c.Bytes(), Missing: true}
-				if !errors.Is(err, blocks.ErrNotFound) {
-					s.log.Error("serve block", "cid", c, "err", err)
+		pending := ids
+		for len(pending) > 0 {
+			changed := s.cfg.Store.Changed()
+			finished := isClosed(upDone)
+			rest := pending[:0:0]
+			for _, c := range pending {
+				data, err := s.cfg.Store.Get(ctx, c)
+				if errors.Is(err, blocks.ErrNotFound) && !finished {
+					rest = append(rest, c) // on its way, maybe
+					continue
+				}
+				r := reply{CID: c.Bytes(), Data: data}
+				if err != nil {
+					r = reply{CID: c.Bytes(), Missing: true}
+					if !errors.Is(err, blocks.ErrNotFound) {
+						s.log.Error("serve block", "cid", c, "err", err)
+					}
+				}
+				if err := lim.Wait(ctx, len(r.Data)); err != nil {
+					_ = str.Reset()
+					return
+				}
+				if err := wire.Write(str, r); err != nil {
+					return
+				}
+				if !r.Missing {
+					s.mu.Lock()
+					s.served[pr.ID]++
+					s.mu.Unlock()
 				}
 			}
-			if err := lim.Wait(ctx, len(r.Data)); err != nil {
+			pending = rest
+			if len(pending) == 0 {
+				break
+			}
+			select {
+			case <-changed:
+			case <-upDone:
+			case <-ctx.Done():
 				_ = str.Reset()
 				return
 			}
-			if err := wire.Write(str, r); err != nil {
-				return
-			}
-			if !r.Missing {
-				s.mu.Lock()
-				s.served[pr.ID]++
-				s.mu.Unlock()
-			}
 		}
 	}))
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // Close stops serving.

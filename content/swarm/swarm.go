@@ -5,10 +5,11 @@
 // of all of them carry the package), the children at the same site for a
 // client (their LAN is cheap, the site's uplink is not).
 //
-// Each block then has one owner among a node and its peers, chosen by
-// rendezvous hashing (Owner): the owner fetches the block from its parent
-// and the others fetch it from the owner, which pulls it through when it
-// does not hold it yet. So a package crosses the parent's link about once
+// Each block then has one owner among a node and its peers, in turns over
+// the package's blocks (Shares), or, for the share of a peer that failed,
+// by rendezvous hashing (Owner): the owner fetches the block from its
+// parent and the others fetch it from the owner, which pulls it through
+// when it does not hold it yet. So a package crosses the parent's link about once
 // whatever the number of children, and the children's links share the rest.
 //
 // The same protocol tells a child its ancestors above its parent (address
@@ -104,8 +105,9 @@ type Service struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	fetchers  map[string][]asked // by root CID, in the order they asked
-	ancestors []peer.AddrInfo    // above the parent, learnt from it
+	fetchers  map[string][]asked   // by root CID, in the order they asked
+	first     map[string]time.Time // when the first of them asked, by root CID
+	ancestors []peer.AddrInfo      // above the parent, learnt from it
 }
 
 type asked struct {
@@ -116,7 +118,7 @@ type asked struct {
 // New makes a Service; Start serves the protocol.
 func New(h host.Host, cfg Config) *Service {
 	cfg.setDefaults()
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}}
 }
 
 // Start serves the protocol to this node's children.
@@ -134,12 +136,11 @@ func (s *Service) Start() {
 			if err != nil {
 				return response{}, fmt.Errorf("bad package CID: %w", err)
 			}
-			if s.register(root, pr) {
-				// The first to ask waits for the others that start at the
-				// same time (they got the same manifest), so that all of
-				// them share the work from the start.
-				time.Sleep(s.cfg.Gather)
-			}
+			// Those that ask within Gather of the first (they got the same
+			// manifest) wait until it has passed and all get the same
+			// peers, so that they agree on who fetches which block from
+			// the start.
+			time.Sleep(s.register(root, pr))
 			for _, p := range s.peersFor(root, pr) {
 				resp.Peers = append(resp.Peers, s.infoOf(p))
 			}
@@ -151,15 +152,16 @@ func (s *Service) Start() {
 // Close stops serving.
 func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
 
-// register notes that child pr fetches root, and says whether it is the
-// first to.
-func (s *Service) register(root cid.Cid, pr member.Peer) (first bool) {
+// register notes that child pr fetches root, and says how long to wait for
+// the others that start with it: until Gather after the first asked.
+func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, list := range s.fetchers {
 		if list = slices.DeleteFunc(list, func(a asked) bool { return now.Sub(a.at) > s.cfg.TTL }); len(list) == 0 {
 			delete(s.fetchers, k)
+			delete(s.first, k)
 		} else {
 			s.fetchers[k] = list
 		}
@@ -168,10 +170,14 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (first bool) {
 	list := s.fetchers[key]
 	if i := slices.IndexFunc(list, func(a asked) bool { return a.peer.ID == pr.ID }); i >= 0 {
 		list[i].at = now
-		return false
+	} else {
+		list = append(list, asked{peer: pr, at: now})
+		s.fetchers[key] = list
+		if len(list) == 1 {
+			s.first[key] = now
+		}
 	}
-	s.fetchers[key] = append(list, asked{peer: pr, at: now})
-	return len(list) == 0
+	return s.first[key].Add(s.cfg.Gather).Sub(now)
 }
 
 // peersFor are child pr's peers for root: the first MaxPeers alike
@@ -306,6 +312,22 @@ func decode(list []info) []peer.AddrInfo {
 			}
 		}
 		out = append(out, ai)
+	}
+	return out
+}
+
+// Shares gives each of a package's blocks (in the package's order) an
+// owner among self and peers, in turns over their sorted IDs: every node
+// with the same peers computes the same owners, and each owner gets the
+// same number of blocks to within one, so that no uplink carries more
+// than its share. Blocks not in the list have no owner here (see Owner).
+func Shares(blocks []cid.Cid, self peer.ID, peers []peer.ID) map[string]peer.ID {
+	members := append([]peer.ID{self}, peers...)
+	slices.Sort(members)
+	members = slices.Compact(members)
+	out := make(map[string]peer.ID, len(blocks))
+	for i, c := range blocks {
+		out[c.KeyString()] = members[i%len(members)]
 	}
 	return out
 }
