@@ -99,7 +99,10 @@ type demoResult struct {
 	Install   api.JobStatus   `json:"install"`
 	Collect   api.JobFiles    `json:"collect"`
 	Inventory []inventory.Sum `json:"inventory"`
-	Seconds   float64         `json:"seconds"`
+	// Lifecycle are the transfer, delete, uninstall and inventory jobs
+	// that end the demo.
+	Lifecycle []demoStep `json:"lifecycle"`
+	Seconds   float64    `json:"seconds"`
 }
 
 // demoJob is what the demo's signed job did.
@@ -198,7 +201,12 @@ func (a *app) runDemo(ctx context.Context, dir string, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	res := demoResult{Tree: t, Outsider: outsider, Job: job, Install: install, Collect: collect, Inventory: inv, Seconds: time.Since(start).Seconds()}
+	life, err := a.demoLifecycle(ctx, dir, nodes, say)
+	if err != nil {
+		return err
+	}
+	res := demoResult{Tree: t, Outsider: outsider, Job: job, Install: install, Collect: collect, Inventory: inv, Lifecycle: life,
+		Seconds: time.Since(start).Seconds()}
 	say("\nDemo finished in %.1fs.", res.Seconds)
 	if a.json {
 		return a.emit(res, nil)
@@ -495,29 +503,10 @@ func (a *app) demoInstall(ctx context.Context, dir string, nodes map[string]*nod
 	f := jobFlags{typ: "install", pkg: p.CID, script: "./bin/hello > hello.log", timeout: time.Minute, expires: time.Hour,
 		targets: []string{"site=b", "role=client"}, signKey: filepath.Join(dir, "alice.key"),
 		resolve: func(ref string) (api.Package, error) { return server.FindPackage(ctx, ref) }}
-	raw, m, err := f.sign()
+	st, m, err := demoSubmit(ctx, server, f, demoInstalls)
 	if err != nil {
-		return api.JobStatus{}, err
+		return st, err
 	}
-	if _, err := server.SubmitJob(ctx, api.JobSubmit{Manifest: raw}); err != nil {
-		return api.JobStatus{}, err
-	}
-	for {
-		st, err := server.JobStatus(ctx, m.JobID, false)
-		if err != nil {
-			return api.JobStatus{}, err
-		}
-		if st.Done {
-			say("Alice installs it on %s (job %s, 'swdist job create --type install'): %s.", m.Target, short(m.JobID), statusLine(st))
-			if st.Counts["succeeded"] != demoInstalls {
-				return st, fmt.Errorf("the demo's install job: %s", statusLine(st))
-			}
-			return st, nil
-		}
-		select {
-		case <-ctx.Done():
-			return st, fmt.Errorf("the install job did not finish: %s: %w", statusLine(st), ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	say("Alice installs it on %s (job %s, 'swdist job create --type install'): %s.", m.Target, short(m.JobID), statusLine(st))
+	return st, nil
 }

@@ -28,32 +28,12 @@ func (a *app) demoCollect(ctx context.Context, dir string, nodes map[string]*nod
 	server := nodes["server"]
 	f := jobFlags{typ: "collect", paths: []string{filepath.Join(logs, "*.log")}, maxSize: "1M", expires: time.Hour,
 		targets: []string{"site=c", "role=client"}, signKey: filepath.Join(dir, "alice.key")}
-	raw, m, err := f.sign()
+	st, m, err := demoSubmit(ctx, server, f, demoCollects)
 	if err != nil {
 		return api.JobFiles{}, err
 	}
-	if _, err := server.SubmitJob(ctx, api.JobSubmit{Manifest: raw}); err != nil {
-		return api.JobFiles{}, err
-	}
-	for {
-		st, err := server.JobStatus(ctx, m.JobID, false)
-		if err != nil {
-			return api.JobFiles{}, err
-		}
-		if st.Done {
-			say("\nAlice collects %s from %s (job %s, 'swdist job create --type collect --path ...'): %s.",
-				f.paths[0], m.Target, short(m.JobID), statusLine(st))
-			if st.Counts["succeeded"] != demoCollects {
-				return api.JobFiles{}, fmt.Errorf("the demo's collect job: %s", statusLine(st))
-			}
-			break
-		}
-		select {
-		case <-ctx.Done():
-			return api.JobFiles{}, fmt.Errorf("the collect job did not finish: %s: %w", statusLine(st), ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	say("\nAlice collects %s from %s (job %s, 'swdist job create --type collect --path ...'): %s.",
+		f.paths[0], m.Target, short(m.JobID), statusLine(st))
 	jf, err := server.JobFiles(ctx, m.JobID, true)
 	if err != nil {
 		return jf, err

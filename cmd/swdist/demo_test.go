@@ -84,4 +84,16 @@ func TestDemo(t *testing.T) {
 		len(res.Inventory[2].Rows) != 1 || res.Inventory[2].Rows[0].Value != "hello / 1.0" || res.Inventory[2].Rows[0].Count != demoInstalls {
 		t.Errorf("demo inventory sums: %+v", res.Inventory)
 	}
+	// Transfer, delete, uninstall and inventory jobs, each succeeded at
+	// every destination (demoSubmit fails the demo otherwise).
+	var types []string
+	for _, s := range res.Lifecycle {
+		types = append(types, s.Type)
+		if s.Status.Expected == 0 || s.Status.Counts["succeeded"] != s.Status.Expected {
+			t.Errorf("demo %s job: %+v", s.Type, s.Status)
+		}
+	}
+	if !slices.Equal(types, []string{"transfer", "delete", "uninstall", "inventory"}) {
+		t.Errorf("demo's last jobs: %v", types)
+	}
 }
