@@ -287,7 +287,11 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error)
 	if n.parent == "" {
 		return pkg.Root{}, fmt.Errorf("package %s@%s (%s): %d blocks are missing here, and this node has no parent to fetch them from", r.Name, r.Version, root, len(missing))
 	}
-	if err := n.getBlocks(ctx, root, r.CIDs(), missing); err != nil {
+	sizes := make([]uint64, len(r.Chunks))
+	for i, c := range r.Chunks {
+		sizes[i] = uint64(c.Stored)
+	}
+	if err := n.getBlocks(ctx, root, r.CIDs(), sizes, missing); err != nil {
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
@@ -300,14 +304,14 @@ type fetched struct {
 }
 
 // getBlocks fetches cids, blocks of the package root (whose blocks are
-// all, in order), for this node. The parent names this node's peers for
+// all, in order, of the given sizes), for this node. The parent names this node's peers for
 // the package; each block has one owner among this node and them
 // (swarm.Shares; swarm.Owner for a failed peer's): this node fetches its own share
 // from upstream and the rest from the owners, which pull their share
 // through. A peer that fails is dropped and a block a peer did not deliver
 // is fetched from upstream. Blocks are taken in a random order, in small
 // groups, a few at a time per peer.
-func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all, cids []cid.Cid) error {
+func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes []uint64, cids []cid.Cid) error {
 	n.want(cids, 1)
 	defer n.want(cids, -1)
 	defer n.setRoute(nil)
@@ -337,7 +341,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all, cids []cid.Cid)
 		}
 		peers = got
 		clear(owner)
-		shares := swarm.Shares(all, n.host.ID(), peers)
+		shares := swarm.Shares(all, sizes, n.host.ID(), peers)
 		for _, c := range queue {
 			o, ok := shares[c.KeyString()]
 			if !ok {

@@ -316,18 +316,27 @@ func decode(list []info) []peer.AddrInfo {
 	return out
 }
 
-// Shares gives each of a package's blocks (in the package's order) an
-// owner among self and peers, in turns over their sorted IDs: every node
-// with the same peers computes the same owners, and each owner gets the
-// same number of blocks to within one, so that no uplink carries more
-// than its share. Blocks not in the list have no owner here (see Owner).
-func Shares(blocks []cid.Cid, self peer.ID, peers []peer.ID) map[string]peer.ID {
+// Shares gives each of a package's blocks (in the package's order, with
+// their sizes) an owner among self and peers: each block, in turn, to the
+// one with the fewest bytes so far (the lowest ID on a tie). Every node
+// with the same peers computes the same owners, and each owner's share is
+// within one block of the same bytes, so that no uplink carries more than
+// its share. Blocks not in the list have no owner here (see Owner).
+func Shares(blocks []cid.Cid, sizes []uint64, self peer.ID, peers []peer.ID) map[string]peer.ID {
 	members := append([]peer.ID{self}, peers...)
 	slices.Sort(members)
 	members = slices.Compact(members)
+	load := make([]uint64, len(members))
 	out := make(map[string]peer.ID, len(blocks))
 	for i, c := range blocks {
-		out[c.KeyString()] = members[i%len(members)]
+		least := 0
+		for j := range members {
+			if load[j] < load[least] {
+				least = j
+			}
+		}
+		load[least] += sizes[i]
+		out[c.KeyString()] = members[least]
 	}
 	return out
 }
