@@ -69,15 +69,26 @@ func (s *Service) CatchUp(ctx context.Context) (int, error) {
 		if err != nil {
 			return got, fmt.Errorf("sync with parent %s: %w", parent, err)
 		}
+		last := cursor
 		for _, it := range resp.Items {
-			if it.Cursor <= cursor {
-				return got, fmt.Errorf("sync with parent %s: cursor went back from %d to %d", parent, cursor, it.Cursor)
+			if it.Cursor <= last {
+				return got, fmt.Errorf("sync with parent %s: cursor went back from %d to %d", parent, last, it.Cursor)
 			}
-			if _, err := s.Accept(ctx, it.Raw); err == nil {
-				got++
-			}
-			cursor = it.Cursor
+			last = it.Cursor
 		}
+		// Cancels first: a node that was offline gets a job and its cancel
+		// together, and the job must not start before the cancel is known.
+		for _, cancels := range []bool{true, false} {
+			for _, it := range resp.Items {
+				if m, _, err := Describe(it.Raw); (err == nil && m.Type == TypeCancel) != cancels {
+					continue
+				}
+				if _, err := s.Accept(ctx, it.Raw); err == nil {
+					got++
+				}
+			}
+		}
+		cursor = last
 		if err := s.cfg.Store.SetSyncCursor(ctx, parent, cursor); err != nil {
 			return got, err
 		}

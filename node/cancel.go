@@ -47,3 +47,32 @@ func (n *Node) cancelJob(ctx context.Context, c gossip.Verified) {
 		n.log.Error("cancel", "job", id, "err", err)
 	}
 }
+
+// applyEarlierCancels carries out the cancels held here for job v that came
+// before it (a node that was offline gets a job and its cancel together,
+// the cancel first): cancelled before it is taken, it never runs.
+func (n *Node) applyEarlierCancels(ctx context.Context, v gossip.Verified) {
+	jobs, err := n.store.Jobs(ctx)
+	if err != nil {
+		n.log.Error("look for cancels of a new job", "job", v.JobID, "err", err)
+		return
+	}
+	for _, j := range jobs {
+		if j.Type != gossip.TypeCancel || !j.ForMe {
+			continue
+		}
+		raw, err := n.store.ManifestRaw(ctx, j.ID)
+		if err != nil {
+			continue
+		}
+		s, err := gossip.Decode(raw)
+		if err != nil {
+			continue
+		}
+		c, err := gossip.Open(n.verifier, s, time.Now())
+		if err != nil || c.Params[gossip.ParamJob] != v.JobID {
+			continue
+		}
+		n.cancelJob(ctx, c)
+	}
+}

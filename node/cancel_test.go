@@ -2,6 +2,8 @@ package node_test
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -79,5 +81,34 @@ func TestCancel(t *testing.T) {
 	st := statusAt(t, c, "server", jobA.ID, "both clients cancelled it", func(s api.JobStatus) bool { return s.Counts["cancelled"] == 2 })
 	if !st.Done {
 		t.Errorf("a job cancelled everywhere is not done: %+v", st)
+	}
+}
+
+// TestCancelReachesOfflineClient: a client offline while a job and then its
+// cancel are sent gets both when it comes back, and the job ends cancelled
+// there without running.
+func TestCancelReachesOfflineClient(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	if err := c.nodes["a1"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "a1 offline", func() bool { return !onlineIn(c.nodes["server"], c.id("a1")) })
+	marker := filepath.Join(t.TempDir(), "ran")
+	target := []string{"peer=" + c.id("a1").String()}
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 1,
+		gossip.Manifest{Type: "run", Params: map[string]string{"command": "touch " + marker}}, target...)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 2,
+		gossip.Manifest{Type: gossip.TypeCancel, Params: map[string]string{gossip.ParamJob: job.ID}}, target...)}); err != nil {
+		t.Fatal(err)
+	}
+	c.start("a1")
+	statusAt(t, c, "server", job.ID, "a1 cancelled the job", func(s api.JobStatus) bool { return s.Counts["cancelled"] == 1 })
+	if _, err := os.Stat(marker); err == nil {
+		t.Error("the cancelled job ran on a1")
 	}
 }

@@ -338,6 +338,7 @@ func (n *Node) Start(ctx context.Context) error {
 					}
 				}
 				if forMe {
+					n.applyEarlierCancels(ctx, v)
 					n.exec.Take(v.Manifest)
 				}
 			}
@@ -377,6 +378,7 @@ func (n *Node) Start(ctx context.Context) error {
 			Parent: n.parent, Addrs: n.parentAddrs(), Member: n.member, Logger: n.log,
 			MinBackoff: n.cfg.Tree.ReconnectMin.Duration, MaxBackoff: n.cfg.Tree.ReconnectMax.Duration,
 			OnUp: func(ctx context.Context, pr member.Peer) {
+				n.reports.Reconnected()
 				if err := n.revoker.Sync(ctx, pr.ID); err != nil {
 					n.log.Warn("sync revocations with parent", "err", err)
 				}

@@ -82,36 +82,42 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 	}
 	subtrees := map[string]*api.SubtreeStatus{}
 	self := n.host.ID().String()
+	seen := map[string]bool{}
+	count := func(peerID, sub string) {
+		seen[peerID] = true
+		st.Expected++
+		state := "not reported"
+		if d, ok := byPeer[peerID]; ok {
+			state = d.State
+			switch d.State {
+			case job.Failed:
+				st.Failed = append(st.Failed, api.FailedDest{PeerID: d.Peer, Reason: d.Reason, Exit: d.Exit, Output: d.Output})
+			case job.Skipped:
+				st.Skipped = append(st.Skipped, api.FailedDest{PeerID: d.Peer, Reason: d.Reason})
+			}
+		}
+		st.Counts[state]++
+		if destinations {
+			st.Destinations[peerID] = state
+		}
+		if sub != "" {
+			ss := subtrees[sub]
+			if ss == nil {
+				ss = &api.SubtreeStatus{PeerID: sub, Counts: map[string]int{}}
+				subtrees[sub] = ss
+			}
+			ss.Expected++
+			ss.Counts[state]++
+		}
+	}
+
 	var walk func(t tree.Node, lineage []string, sub string)
 	walk = func(t tree.Node, lineage []string, sub string) {
 		lineage = append([]string{t.PeerID}, lineage...)
 		// The admin's scope bounds the destinations: it must be this node
 		// or one of its ancestors.
 		if m.Target.MatchNode(t.Role, t.Site, t.Groups, lineage) && slices.Contains(lineage, a.Scope.String()) {
-			st.Expected++
-			state := "not reported"
-			if d, ok := byPeer[t.PeerID]; ok {
-				state = d.State
-				switch d.State {
-				case job.Failed:
-					st.Failed = append(st.Failed, api.FailedDest{PeerID: d.Peer, Reason: d.Reason, Exit: d.Exit, Output: d.Output})
-				case job.Skipped:
-					st.Skipped = append(st.Skipped, api.FailedDest{PeerID: d.Peer, Reason: d.Reason})
-				}
-			}
-			st.Counts[state]++
-			if destinations {
-				st.Destinations[t.PeerID] = state
-			}
-			if sub != "" {
-				ss := subtrees[sub]
-				if ss == nil {
-					ss = &api.SubtreeStatus{PeerID: sub, Counts: map[string]int{}}
-					subtrees[sub] = ss
-				}
-				ss.Expected++
-				ss.Counts[state]++
-			}
+			count(t.PeerID, sub)
 		}
 		for _, c := range t.Children {
 			next := sub
@@ -128,6 +134,13 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 		ancestors = append(ancestors, c.PeerID.String())
 	}
 	walk(n.viewer.View(ctx, -1), ancestors, "")
+	// A destination that reported counts even where the view has lost it
+	// (its relay offline since this node started, or the machine moved).
+	for _, d := range states {
+		if !seen[d.Peer] {
+			count(d.Peer, d.Via)
+		}
+	}
 	for _, ss := range subtrees {
 		st.Subtrees = append(st.Subtrees, *ss)
 	}

@@ -127,3 +127,33 @@ func TestWaitingForOfflineClient(t *testing.T) {
 	c.start("a2")
 	statusAt(t, c, "server", job.ID, "a2 caught up and ran it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 2 && s.Done })
 }
+
+// TestStatusWithRelayOffline: a relay that goes offline does not take its
+// subtree out of job status: a job done there stays done, and a job sent
+// while it is down expects its destinations, not reported yet.
+func TestStatusWithRelayOffline(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	done, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "true", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", done.ID, "3 clients succeed", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
+	if err := c.nodes["relay-a"].Close(); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "relay-a offline", func() bool { return !onlineIn(c.nodes["server"], c.id("relay-a")) })
+	st, err := c.nodes["server"].JobStatus(ctx, done.ID, false)
+	if err != nil || st.Expected != 3 || st.Counts["succeeded"] != 3 || !st.Done {
+		t.Errorf("with relay-a offline, the finished job: %+v, %v; want 3 of 3 succeeded", st, err)
+	}
+	sent, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 2, "true", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = statusAt(t, c, "server", sent.ID, "b1 succeeds", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
+	if st.Expected != 3 || st.Done {
+		t.Errorf("a job sent while relay-a is down: %+v; want 3 expected, a1 and a2 not done", st)
+	}
+}

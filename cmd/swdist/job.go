@@ -460,7 +460,7 @@ func (a *app) jobRetryCmd() *cobra.Command {
 	var peers []string
 	var expires time.Duration
 	cmd := &cobra.Command{
-		Use:   "retry ID --sign-key KEY [--peer P]...",
+		Use:   "retry ID --sign-key KEY [--failed | --peer P...]",
 		Short: "Run a job again on its failed destinations (or the ones named)",
 		Long: `retry signs a new job with the same type and parameters as job ID, targeted at
 the destinations where it failed (as this node's 'job status' shows them), or
@@ -472,7 +472,7 @@ its status is its own.`,
 			if err != nil {
 				return err
 			}
-			if len(peers) == 0 {
+			if failed, _ := cmd.Flags().GetBool("failed"); len(peers) == 0 || (failed && cmd.Flags().Changed("failed")) {
 				st, err := call(a, func(c *api.Client, ctx context.Context) (api.JobStatus, error) { return c.JobStatus(ctx, d.ID, false) })
 				if err != nil {
 					return err
@@ -508,6 +508,7 @@ its status is its own.`,
 	cmd.Flags().StringVar(&signKey, "sign-key", "", "the administrator's private key (required)")
 	cmd.Flags().StringVar(&adminCert, "admin-cert", "", "the administrator's certificate (default KEY.cert)")
 	cmd.Flags().StringArrayVar(&peers, "peer", nil, "retry on this peer (repeatable; default: every destination that failed)")
+	cmd.Flags().Bool("failed", true, "retry on every destination that failed (the default without --peer; with it, as well as those named)")
 	cmd.Flags().DurationVar(&expires, "expires", 24*time.Hour, "the retry expires this long after it is created")
 	return cmd
 }

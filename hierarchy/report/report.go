@@ -92,10 +92,11 @@ type Config struct {
 
 // Service sends this node's outbox up and receives its children's reports.
 type Service struct {
-	h    host.Host
-	cfg  Config
-	log  *slog.Logger
-	wake chan struct{}
+	h     host.Host
+	cfg   Config
+	log   *slog.Logger
+	wake  chan struct{}
+	retry chan struct{} // the parent link came up again
 
 	batches, reports atomic.Int64 // received from children
 }
@@ -111,7 +112,7 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "report"), wake: make(chan struct{}, 1)}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "report"), wake: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
 }
 
 // Start serves the report protocol to this node's children.
@@ -160,6 +161,15 @@ func (s *Service) Wake() {
 	}
 }
 
+// Reconnected tells the sender that the link to the parent is up again: a
+// send that failed is tried again now, not at the end of its backoff.
+func (s *Service) Reconnected() {
+	select {
+	case s.retry <- struct{}{}:
+	default:
+	}
+}
+
 // Run sends the outbox to the parent until ctx ends: a batch at a time,
 // each deleted only once acknowledged; on failure it waits, jittered.
 func (s *Service) Run(ctx context.Context) error {
@@ -179,6 +189,7 @@ func (s *Service) Run(ctx context.Context) error {
 			select {
 			case <-ctx.Done():
 				return nil
+			case <-s.retry:
 			case <-time.After(wait):
 			}
 		case sent == 0:

@@ -37,6 +37,9 @@ type Node struct {
 	Children      []Node    `json:"children"`
 	// Error says why a relay's subtree is missing from the view.
 	Error string `json:"error,omitempty"`
+	// Stale: the relay did not answer now (offline, or an error), and its
+	// subtree is shown as it answered last, every node below it offline.
+	Stale bool `json:"stale,omitempty"`
 }
 
 // flatNode is a Node on the wire: a list with parent indexes keeps the
@@ -118,6 +121,9 @@ type Viewer struct {
 	h   host.Host
 	cfg ViewConfig
 	log *slog.Logger
+
+	mu   sync.Mutex
+	last map[peer.ID]Node // each child relay's whole subtree, as it last answered
 }
 
 // NewViewer makes a Viewer; Start registers its protocol.
@@ -128,7 +134,7 @@ func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree")}
+	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree"), last: map[peer.ID]Node{}}
 }
 
 // Start registers the tree protocol; only this node's parent may ask.
@@ -188,11 +194,15 @@ func (v *Viewer) View(ctx context.Context, depth int) Node {
 	sem := make(chan struct{}, 16)
 	for i := range top.Children {
 		child := &top.Children[i]
-		if !child.Online || child.Role != string(cert.RoleRelay) {
+		if child.Role != string(cert.RoleRelay) {
 			continue
 		}
 		p, err := peer.Decode(child.PeerID)
 		if err != nil {
+			continue
+		}
+		if !child.Online {
+			v.lastSeen(child, p, depth-1)
 			continue
 		}
 		wg.Add(1)
@@ -203,14 +213,47 @@ func (v *Viewer) View(ctx context.Context, depth int) Node {
 			sub, err := v.ask(ctx, p, depth-1)
 			if err != nil {
 				child.Error = err.Error()
+				v.lastSeen(child, p, depth-1)
 				return
 			}
 			sub.Online, sub.LastSeen = true, top.LastSeen
+			if depth < 0 {
+				v.mu.Lock()
+				v.last[p] = sub
+				v.mu.Unlock()
+			}
 			*child = sub
 		}()
 	}
 	wg.Wait()
 	return top
+}
+
+// lastSeen fills in the subtree of child relay p, which did not answer, as
+// it last answered, down to depth levels, every node below it offline: the
+// machines there still exist, and their jobs still count.
+func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int) {
+	v.mu.Lock()
+	sub, ok := v.last[p]
+	v.mu.Unlock()
+	if !ok || depth == 0 {
+		return
+	}
+	var offline func(n Node, depth int) Node
+	offline = func(n Node, depth int) Node {
+		out := n
+		out.Online = false
+		out.Children = []Node{}
+		if depth != 0 {
+			for _, c := range n.Children {
+				out.Children = append(out.Children, offline(c, depth-1))
+			}
+		}
+		return out
+	}
+	child.Children = offline(sub, depth).Children
+	child.ChildrenCount = sub.ChildrenCount
+	child.Stale = true
 }
 
 func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int) (Node, error) {
