@@ -87,7 +87,13 @@ type Config struct {
 	// FromSubtree reports whether origin may be reported by child from:
 	// the child itself, or, for a relay, a node of its subtree.
 	FromSubtree func(from, origin peer.ID) bool
-	Logger      *slog.Logger
+	// Linger is how long the sender waits, once woken by a new report,
+	// for the ones that come with it (a job's received and scheduled, the
+	// reports of many children at once) to go in the same batch: fewer
+	// messages up the tree, and none in the middle of a burst of work
+	// (default 200ms).
+	Linger time.Duration
+	Logger *slog.Logger
 }
 
 // Service sends this node's outbox up and receives its children's reports.
@@ -111,6 +117,9 @@ func (s *Service) Received() (batches, reports int) {
 func New(h host.Host, cfg Config) *Service {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 200 * time.Millisecond
 	}
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "report"), wake: make(chan struct{}, 1), retry: make(chan struct{}, 1)}
 }
@@ -198,6 +207,11 @@ func (s *Service) Run(ctx context.Context) error {
 			case <-ctx.Done():
 				return nil
 			case <-s.wake:
+				select { // linger for the reports that come with this one
+				case <-ctx.Done():
+					return nil
+				case <-time.After(s.cfg.Linger):
+				}
 			case <-time.After(30 * time.Second):
 			}
 		default:

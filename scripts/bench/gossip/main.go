@@ -13,6 +13,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"slices"
 	"sync"
 	"syscall"
@@ -28,7 +29,9 @@ func main() {
 	clients := flag.Int("clients", 99, "clients under each relay")
 	offline := flag.Float64("offline", 0.10, "share of clients offline during the second send")
 	timeout := flag.Duration("timeout", 10*time.Minute, "give up after this long")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the first send (all online) to this file")
 	flag.Parse()
+	profile = *cpuprofile
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
@@ -114,8 +117,12 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	send := func(seq uint64) (string, time.Time, error) {
 		sel, _ := gossip.ParseSelector([]string{"role=client"})
 		now := time.Now()
-		s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now,
-			ExpiresAt: now.Add(time.Hour), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, admCert)
+		// Not before an hour from now: the clients hold the job and report
+		// it scheduled, and none runs it while the others are still
+		// receiving it (990 processes started at once would time the
+		// machine, not the delivery).
+		s, err := gossip.Sign(gossip.Manifest{JobID: gossip.NewJobID(), Seq: seq, CreatedAt: now, NotBefore: now.Add(time.Hour),
+			ExpiresAt: now.Add(2 * time.Hour), Type: "run", Params: map[string]string{"command": "true"}, Target: sel}, key, admCert)
 		if err != nil {
 			return "", now, err
 		}
@@ -126,6 +133,7 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 
 	// 1. Everyone online.
 	before := b.traffic()
+	stopProfile := startProfile()
 	job, signed, err := send(1)
 	if err != nil {
 		return err
@@ -133,6 +141,7 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	wctx, wcancel := context.WithTimeout(ctx, 60*time.Second)
 	err = b.waitFor(wctx, job, clientNames)
 	wcancel()
+	stopProfile()
 	if err != nil {
 		return err
 	}
@@ -209,4 +218,24 @@ func run(ctx context.Context, relays, clients int, offlineShare float64) error {
 	fmt.Printf("offline during send: %d clients (%.0f%%); from restart to holding the job p50 %s, p99 %s, max %s (target <= 5 s)\n",
 		len(off), offlineShare*100, pct(catch, 0.5).Round(time.Millisecond), pct(catch, 0.99).Round(time.Millisecond), slices.Max(catch).Round(time.Millisecond))
 	return nil
+}
+
+// profile, if set, is where the first send's CPU profile goes.
+var profile string
+
+func startProfile() (stop func()) {
+	if profile == "" {
+		return func() {}
+	}
+	f, err := os.Create(profile)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gossip: cpu profile:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "gossip: cpu profile:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
 }
