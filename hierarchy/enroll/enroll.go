@@ -252,16 +252,24 @@ func Join(ctx context.Context, h host.Host, tokenText string) (Joined, error) {
 	if time.Now().After(tok.ExpiresAt) {
 		return Joined{}, fmt.Errorf("%w: it expired at %s; create a new one with 'swdist token create'", cert.ErrToken, tok.ExpiresAt.Format(time.RFC3339))
 	}
-	if err := h.Connect(ctx, peer.AddrInfo{ID: tok.Parent, Addrs: tok.Addrs}); err != nil {
-		return Joined{}, fmt.Errorf("connect to parent %s at %v: %w", tok.Parent, tok.Addrs, err)
+	// A connection that breaks is tried again a few times: the parent
+	// gives the same node its certificate again if the first answer was
+	// lost; a refusal is final.
+	var resp enrollResp
+	for attempt := 0; ; attempt++ {
+		resp, err = enrollOnce(ctx, h, tok, tokenText)
+		var refused *wire.RemoteError
+		if err == nil || errors.As(err, &refused) || attempt == joinAttempts-1 || ctx.Err() != nil {
+			break
+		}
+		_ = h.Network().ClosePeer(tok.Parent)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Duration(500<<attempt) * time.Millisecond):
+		}
 	}
-	s, err := h.NewStream(ctx, tok.Parent, EnrollProtocol)
 	if err != nil {
-		return Joined{}, fmt.Errorf("open enrollment with parent %s: %w", tok.Parent, err)
-	}
-	resp, err := wire.Call[enrollReq, enrollResp](s, enrollReq{Token: tokenText}, maxResponse)
-	if err != nil {
-		return Joined{}, fmt.Errorf("parent %s refused enrollment: %w", tok.Parent, err)
+		return Joined{}, err
 	}
 	root, err := crypto.UnmarshalPublicKey(resp.Root)
 	if err != nil {
@@ -283,6 +291,28 @@ func Join(ctx context.Context, h host.Host, tokenText string) (Joined, error) {
 		return Joined{}, fmt.Errorf("parent issued a certificate for %s (%s under %s), not for this node", c.PeerID, c.Role, c.Parent)
 	}
 	return Joined{Chain: resp.Chain, Cert: c, Root: root, Token: tok}, nil
+}
+
+// joinAttempts bounds the tries of a join whose connection breaks.
+const joinAttempts = 4
+
+func enrollOnce(ctx context.Context, h host.Host, tok cert.Token, tokenText string) (enrollResp, error) {
+	if err := h.Connect(ctx, peer.AddrInfo{ID: tok.Parent, Addrs: tok.Addrs}); err != nil {
+		return enrollResp{}, fmt.Errorf("connect to parent %s at %v: %w", tok.Parent, tok.Addrs, err)
+	}
+	s, err := h.NewStream(ctx, tok.Parent, EnrollProtocol)
+	if err != nil {
+		return enrollResp{}, fmt.Errorf("open enrollment with parent %s: %w", tok.Parent, err)
+	}
+	resp, err := wire.Call[enrollReq, enrollResp](s, enrollReq{Token: tokenText}, maxResponse)
+	var refused *wire.RemoteError
+	if errors.As(err, &refused) {
+		return resp, fmt.Errorf("parent %s refused enrollment: %w", tok.Parent, err)
+	}
+	if err != nil {
+		return resp, fmt.Errorf("enrollment with parent %s: %w", tok.Parent, err)
+	}
+	return resp, nil
 }
 
 // Renew asks the parent for a fresh certificate.

@@ -52,8 +52,8 @@ type Response[T any] struct {
 }
 
 // Call writes req on a fresh stream, reads one response of at most max bytes
-// and closes the stream. A refusal by the remote handler comes back as an
-// error carrying its text.
+// and closes the stream. A refusal by the remote handler comes back as a
+// *RemoteError carrying its text.
 func Call[Req, Resp any](s network.Stream, req Req, max int) (Resp, error) {
 	var zero Resp
 	defer s.Close()
@@ -72,7 +72,7 @@ func Call[Req, Resp any](s network.Stream, req Req, max int) (Resp, error) {
 		return zero, err
 	}
 	if r.Error != "" {
-		return zero, errors.New(r.Error)
+		return zero, &RemoteError{Msg: r.Error}
 	}
 	if r.OK == nil {
 		return zero, errors.New("empty response")
@@ -104,3 +104,9 @@ func Serve[Req, Resp any](s network.Stream, max int, f func(Req) (Resp, error)) 
 	}
 	return ferr
 }
+
+// RemoteError is a refusal the remote handler answered with: the request
+// arrived and was judged, unlike a broken stream.
+type RemoteError struct{ Msg string }
+
+func (e *RemoteError) Error() string { return e.Msg }

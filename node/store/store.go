@@ -282,7 +282,12 @@ func (s *Store) UseToken(ctx context.Context, nonce []byte, by peer.ID, expires 
 		return fmt.Errorf("record token: %w", err)
 	}
 	if n, _ := res.RowsAffected(); n == 0 {
-		return enroll.ErrTokenUsed
+		// The same node again (its answer was lost on the way) may have
+		// its certificate again; anyone else may not.
+		var first string
+		if err := s.db.QueryRowContext(ctx, `SELECT peer_id FROM used_tokens WHERE nonce = ?`, nonce).Scan(&first); err != nil || first != by.String() {
+			return enroll.ErrTokenUsed
+		}
 	}
 	return nil
 }
