@@ -1,7 +1,6 @@
 package node_test
 
 import (
-	"context"
 	"os"
 	"testing"
 
@@ -38,30 +37,7 @@ func TestServerOnPostgres(t *testing.T) {
 		}
 	}
 
-	ctx := context.Background()
-	key, adm := certifyAdmin(t, c, "server")
-	ok, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "echo hello", "role=client")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st := statusAt(t, c, "server", ok.ID, "3 clients succeed", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
-	if st.Expected != 3 || st.DonePercent != 100 || len(st.Counts) != 1 || len(st.Subtrees) != 2 {
-		t.Errorf("status %+v", st)
-	}
-	bad, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 2, "echo oops >&2; exit 3", "site=a", "role=client")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	st = statusAt(t, c, "server", bad.ID, "2 clients fail", func(s api.JobStatus) bool { return s.Counts["failed"] == 2 })
-	if st.Expected != 2 || len(st.Failed) != 2 {
-		t.Fatalf("status %+v", st)
-	}
-	for _, f := range st.Failed {
-		if f.Exit != 3 || f.Reason != "exit status 3" {
-			t.Errorf("failure reported as %+v", f)
-		}
-	}
-	statusAt(t, c, "relay-a", bad.ID, "relay-a sees 2 failures", func(s api.JobStatus) bool { return s.Counts["failed"] == 2 && s.Expected == 2 })
+	okID := runAndFail(t, c)
 
 	// The server restarted reads the same counts back from PostgreSQL.
 	if err := c.nodes["server"].Close(); err != nil {
@@ -69,7 +45,7 @@ func TestServerOnPostgres(t *testing.T) {
 	}
 	c.tweak = useDB(serverDB)
 	c.start("server")
-	st = statusAt(t, c, "server", ok.ID, "3 succeeded after a restart", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
+	st := statusAt(t, c, "server", okID, "3 succeeded after a restart", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
 	if st.Expected != 3 || len(st.Counts) != 1 {
 		t.Errorf("after a restart: %+v", st)
 	}

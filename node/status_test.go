@@ -22,8 +22,13 @@ func statusAt(t *testing.T, c *cluster, name, id string, what string, cond func(
 
 // TestJobRunsAndReportsUp: clients run a job and their states reach the
 // server through their relays; a failure comes with its reason and output.
-func TestJobRunsAndReportsUp(t *testing.T) {
-	c := standard(t)
+func TestJobRunsAndReportsUp(t *testing.T) { runAndFail(t, standard(t)) }
+
+// runAndFail has the server's admin run a job on every client (it succeeds)
+// and one on site a's (it fails), checks their status at the server and at
+// relay-a, and returns the first job's ID.
+func runAndFail(t *testing.T, c *cluster) string {
+	t.Helper()
 	ctx := context.Background()
 	key, adm := certifyAdmin(t, c, "server")
 	ok, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "echo hello", "role=client")})
@@ -52,6 +57,7 @@ func TestJobRunsAndReportsUp(t *testing.T) {
 	if st.Expected != 2 {
 		t.Errorf("relay-a expects %d", st.Expected)
 	}
+	return ok.ID
 }
 
 // TestReportsSurviveRelayRestart: a relay that is down while its clients
