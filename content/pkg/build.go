@@ -272,26 +272,41 @@ func writeArchive(ctx context.Context, entries []entry, w io.Writer, done *atomi
 		default:
 			h.Typeflag, h.Size = tar.TypeReg, e.info.Size()
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("archive %s: %w", e.path, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		f, err := os.Open(e.path)
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", e.path, err)
-		}
-		n, err := io.Copy(tw, &counting{f, done})
-		f.Close()
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", e.path, err)
-		}
-		if n != h.Size {
-			return fmt.Errorf("archive %s: it changed while being read", e.path)
+		if err := writeEntry(tw, h, e.path, done, true); err != nil {
+			return err
 		}
 	}
 	return tw.Close()
+}
+
+// writeEntry writes header h and, for a regular file, the h.Size bytes of
+// the file at path. A file that shrank since it was listed is an error, and
+// with exact one that grew too.
+func writeEntry(tw *tar.Writer, h *tar.Header, path string, done *atomic.Int64, exact bool) error {
+	if err := tw.WriteHeader(h); err != nil {
+		return fmt.Errorf("archive %s: %w", path, err)
+	}
+	if h.Typeflag != tar.TypeReg {
+		return nil
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", path, err)
+	}
+	defer f.Close()
+	n, err := io.CopyN(tw, &counting{f, done}, h.Size)
+	if err == io.EOF {
+		return fmt.Errorf("archive %s: it shrank from %d to %d bytes while being read", path, h.Size, n)
+	}
+	if err != nil {
+		return fmt.Errorf("archive %s: %w", path, err)
+	}
+	if exact {
+		if m, _ := f.Read(make([]byte, 1)); m > 0 {
+			return fmt.Errorf("archive %s: it grew while being read", path)
+		}
+	}
+	return nil
 }
 
 type counting struct {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"slices"
 	"strings"
@@ -100,23 +99,9 @@ func writeFiles(ctx context.Context, list []File, w io.Writer, done *atomic.Int6
 		if f.Size < 0 {
 			h.Typeflag, h.Name, h.Mode, h.Size = tar.TypeDir, f.Name+"/", 0o755, 0
 		}
-		if err := tw.WriteHeader(h); err != nil {
-			return fmt.Errorf("archive %s: %w", f.Path, err)
-		}
-		if h.Typeflag != tar.TypeReg {
-			continue
-		}
-		r, err := os.Open(f.Path)
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", f.Path, err)
-		}
-		n, err := io.CopyN(tw, &counting{r, done}, f.Size)
-		r.Close()
-		if err == io.EOF {
-			return fmt.Errorf("archive %s: it shrank from %d to %d bytes while being read", f.Path, f.Size, n)
-		}
-		if err != nil {
-			return fmt.Errorf("archive %s: %w", f.Path, err)
+		// A file that grows is taken as large as it was when listed.
+		if err := writeEntry(tw, h, f.Path, done, false); err != nil {
+			return err
 		}
 	}
 	return tw.Close()
