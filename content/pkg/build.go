@@ -46,14 +46,8 @@ type Result struct {
 // Build archives src (a file or a directory) into store as a package and
 // returns its root. The archive streams: memory holds a few chunks.
 func Build(ctx context.Context, src, name, version string, store *blocks.Store, opts BuildOptions) (Result, error) {
-	if name == "" || len(name) > maxNameLen || len(version) > maxNameLen {
-		return Result{}, fmt.Errorf("package name %q, version %q: a name is required; each at most %d characters", name, version, maxNameLen)
-	}
-	if opts.Level == 0 {
-		opts.Level = zstd.SpeedDefault
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = 2
+	if err := opts.prepare(name, version); err != nil {
+		return Result{}, err
 	}
 	entries, total, err := scan(src)
 	if err != nil {
@@ -305,6 +299,20 @@ func writeEntry(tw *tar.Writer, h *tar.Header, path string, done *atomic.Int64, 
 		if m, _ := f.Read(make([]byte, 1)); m > 0 {
 			return fmt.Errorf("archive %s: it grew while being read", path)
 		}
+	}
+	return nil
+}
+
+// prepare checks a package's name and version and fills in opts' defaults.
+func (opts *BuildOptions) prepare(name, version string) error {
+	if name == "" || len(name) > maxNameLen || len(version) > maxNameLen {
+		return fmt.Errorf("package name %q, version %q: a name is required; each at most %d characters", name, version, maxNameLen)
+	}
+	if opts.Level == 0 {
+		opts.Level = zstd.SpeedDefault
+	}
+	if opts.Workers <= 0 {
+		opts.Workers = 2
 	}
 	return nil
 }

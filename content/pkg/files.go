@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/klauspost/compress/zstd"
 
 	"github.com/swdist/swdist/content/blocks"
 )
@@ -33,14 +32,8 @@ type File struct {
 // first Size bytes it had when it was listed: one that grows meanwhile is
 // cut there, one that shrinks is an error.
 func BuildFiles(ctx context.Context, files []File, name, version string, store *blocks.Store, opts BuildOptions) (Result, error) {
-	if name == "" || len(name) > maxNameLen || len(version) > maxNameLen {
-		return Result{}, fmt.Errorf("package name %q, version %q: a name is required; each at most %d characters", name, version, maxNameLen)
-	}
-	if opts.Level == 0 {
-		opts.Level = zstd.SpeedDefault
-	}
-	if opts.Workers <= 0 {
-		opts.Workers = 2
+	if err := opts.prepare(name, version); err != nil {
+		return Result{}, err
 	}
 	files = slices.Clone(files)
 	slices.SortFunc(files, func(a, b File) int { return strings.Compare(a.Name, b.Name) })
