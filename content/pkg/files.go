@@ -12,7 +12,6 @@ import (
 	"sync/atomic"
 	"time"
 
-
 	"github.com/swdist/swdist/content/blocks"
 )
 
