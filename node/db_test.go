@@ -19,6 +19,10 @@ func TestDBDSN(t *testing.T) {
 		{"postgres://swdist@dbhost/swdist", "", "postgres://swdist@dbhost/swdist"},
 		{"swdist.db", "postgres:///swdist?host=/run/postgresql", "postgres:///swdist?host=/run/postgresql"},
 		{"postgres://swdist@dbhost/swdist", "other.db", filepath.Join(h.Dir, "other.db")},
+		{"sqlite:data/x.db", "", filepath.Join(h.Dir, "data/x.db")},
+		{"sqlite:/var/lib/x.db", "", "sqlite:/var/lib/x.db"},
+		// Another scheme is not a file in the home: store.Open refuses it.
+		{"swdist.db", "mysql://x", "mysql://x"},
 	} {
 		n := &Node{home: h, cfg: config.Config{DB: tc.cfg}, opts: Options{DB: tc.opt}}
 		if got := n.dbDSN(); got != tc.want {

@@ -109,14 +109,18 @@ type Node struct {
 }
 
 // dbDSN is the node's database: --db, else the config's db; a SQLite
-// file's relative path is in the home.
+// file's relative path is in the home. A URL of another scheme is left
+// as it is, for store.Open to refuse.
 func (n *Node) dbDSN() string {
 	dsn := n.cfg.DB
 	if n.opts.DB != "" {
 		dsn = n.opts.DB
 	}
-	if !store.IsPostgres(dsn) && !filepath.IsAbs(dsn) {
-		dsn = filepath.Join(n.home.Dir, dsn)
+	if store.IsPostgres(dsn) || store.CheckDSN(dsn) != nil {
+		return dsn // store.Open says what is wrong with it
+	}
+	if path := store.SQLitePath(dsn); !filepath.IsAbs(path) {
+		dsn = filepath.Join(n.home.Dir, path)
 	}
 	return dsn
 }

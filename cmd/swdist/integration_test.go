@@ -378,6 +378,11 @@ func TestCLIErrors(t *testing.T) {
 			wantErr: []string{"invalid join token"}},
 		{name: "not a token", home: filepath.Join(dir, "g2"), args: []string{"join", "hello"}, wantCode: 1,
 			wantErr: []string{"invalid join token", "swdist token create"}},
+		{name: "run --db of another database", home: filepath.Join(dir, "db"), args: []string{"run", "--db", "mysql://u:secret@x/y"}, wantCode: 2,
+			wantErr: []string{`"mysql://u:xxxxx@x/y"`, "mysql: is not a database", "sqlite:PATH", "postgres://USER@HOST/DB"},
+			setup: func(t *testing.T) {
+				must(t, nil, filepath.Join(dir, "db"), append([]string{"init", "--role", "server", "--site", "hq"}, loopbackListen...)...)
+			}},
 		{name: "corrupt config", home: stopped, args: []string{"run"}, wantCode: 1,
 			wantErr: []string{filepath.Join(stopped, "config.toml"), "line 1"},
 			setup:   func(t *testing.T) { writeFile(t, filepath.Join(stopped, "config.toml"), "role = [\n", 0o644) }},

@@ -8,7 +8,6 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -17,6 +16,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/config"
+	"github.com/swdist/swdist/node/store"
 )
 
 type setupResult struct {
@@ -139,8 +139,11 @@ func (a *app) runCmd() *cobra.Command {
 			log := slog.New(slog.NewTextHandler(io.MultiWriter(a.errOut, logFile), &slog.HandlerOptions{Level: level}))
 			ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 			defer stop()
-			if db != "" && !strings.Contains(db, "://") {
-				if db, err = filepath.Abs(db); err != nil { // a file named here is where the shell is
+			if db != "" && !store.IsPostgres(db) {
+				if err := store.CheckDSN(db); err != nil {
+					return usagef("--db: %v", err)
+				}
+				if db, err = filepath.Abs(store.SQLitePath(db)); err != nil { // a file named here is where the shell is
 					return err
 				}
 			}
@@ -155,6 +158,6 @@ func (a *app) runCmd() *cobra.Command {
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&db, "db", "", "the database: a SQLite file or a postgres://USER@HOST/DB URL (default the config's db, by default swdist.db in the home)")
+	cmd.Flags().StringVar(&db, "db", "", "the database: a SQLite file (PATH or sqlite:PATH) or a postgres://USER@HOST/DB URL (default the config's db, by default swdist.db in the home)")
 	return cmd
 }

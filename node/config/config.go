@@ -19,6 +19,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node/inventory"
 	"github.com/swdist/swdist/node/job"
+	"github.com/swdist/swdist/node/store"
 )
 
 // Config is the content of config.toml. Keys and certificates are never
@@ -276,8 +277,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("inventory: want every >= 1m, timeout >= 1s and full_every >= every (have %s, %s, %s)",
 			c.Inventory.Every.Duration, c.Inventory.Timeout.Duration, c.Inventory.FullEvery.Duration)
 	}
-	if scheme, _, ok := strings.Cut(c.DB, "://"); ok && scheme != "postgres" && scheme != "postgresql" {
-		return fmt.Errorf("db %q: use a SQLite file (a path) or a postgres:// URL", c.DB)
+	if err := store.CheckDSN(c.DB); err != nil {
+		return fmt.Errorf("db: %w", err)
 	}
 	if c.Jobs.MaxConcurrent < 1 {
 		return fmt.Errorf("jobs.max_concurrent %d: at least 1", c.Jobs.MaxConcurrent)

@@ -13,6 +13,7 @@ func TestDB(t *testing.T) {
 		{"db = \"/var/lib/swdist/server.db\"\n", "/var/lib/swdist/server.db", ""},
 		{"db = \"postgres://swdist@dbhost/swdist\"\n", "postgres://swdist@dbhost/swdist", ""},
 		{"db = \"mysql://x@y/z\"\n", "", "postgres://"},
+		{"db = \"sqlite:server.db\"\n", "sqlite:server.db", ""},
 	} {
 		path := filepath.Join(t.TempDir(), "config.toml")
 		if err := os.WriteFile(path, []byte("role = \"server\"\nsite = \"hq\"\n"+tc.content), 0o644); err != nil {

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strconv"
@@ -66,6 +67,40 @@ func (d dialect) String() string {
 func IsPostgres(dsn string) bool {
 	return strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://")
 }
+
+// A DSN is one of the forms below; anything else with a URL scheme is
+// refused, rather than taken for a file of that name.
+const dsnForms = "a SQLite file (a path, relative to the home, or sqlite:PATH) or a PostgreSQL URL (postgres://USER@HOST/DB or postgresql://USER@HOST/DB)"
+
+// urlScheme matches the scheme of a URL: "mysql:", "file:"; one letter
+// is a drive, not a scheme.
+var urlScheme = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9+.-]+):`)
+
+// CheckDSN says whether Open takes dsn: a PostgreSQL URL, sqlite:PATH,
+// or a path without a URL scheme (a file whose name has one is
+// ./NAME or sqlite:NAME).
+func CheckDSN(dsn string) error {
+	if dsn == "" {
+		return fmt.Errorf("no database given: want %s", dsnForms)
+	}
+	if IsPostgres(dsn) {
+		return nil
+	}
+	m := urlScheme.FindStringSubmatch(dsn)
+	if m == nil || m[1] == "sqlite" {
+		return nil
+	}
+	shown := dsn
+	if u, err := url.Parse(dsn); err == nil {
+		shown = u.Redacted()
+	} else if _, after, ok := strings.Cut(dsn, "@"); ok {
+		shown = m[1] + "://…@" + after
+	}
+	return fmt.Errorf("database %q: %s: is not a database swdist can use; want %s", shown, m[1], dsnForms)
+}
+
+// SQLitePath is the file a SQLite DSN names (sqlite:PATH or PATH).
+func SQLitePath(dsn string) string { return strings.TrimPrefix(dsn, "sqlite:") }
 
 // db is the database with every statement in its dialect.
 type db struct {

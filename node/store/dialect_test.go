@@ -47,3 +47,37 @@ INSERT INTO b SELECT k, json_group_array(json_array(k, 0)) FROM c GROUP BY k;`)
 		t.Errorf("pgSchema gives\n%s\nwant a rowid in table b only", got)
 	}
 }
+
+// TestCheckDSN: a path, sqlite:PATH and PostgreSQL URLs are databases;
+// any other URL scheme is refused with the forms that are accepted, and
+// without the password it carried.
+func TestCheckDSN(t *testing.T) {
+	for _, tc := range []struct{ dsn, wantErr string }{
+		{"swdist.db", ""},
+		{"/var/lib/swdist/server.db", ""},
+		{"./mysql:x.db", ""},
+		{"sqlite:server.db", ""},
+		{"sqlite:/var/lib/swdist.db", ""},
+		{"postgres://swdist@dbhost/swdist", ""},
+		{"postgresql:///swdist?host=/run/postgresql", ""},
+		{"mysql://x", `"mysql://x": mysql: is not a database swdist can use; want a SQLite file`},
+		{"mysql://root:hunter2@db/swdist", `"mysql://root:xxxxx@db/swdist"`},
+		{"MySQL://x", "MySQL: is not"},
+		{"file:swdist.db", "file: is not"},
+		{"http://db.example/swdist", "postgres://USER@HOST/DB or postgresql://USER@HOST/DB"},
+		{"", "no database given"},
+	} {
+		err := CheckDSN(tc.dsn)
+		switch {
+		case tc.wantErr == "" && err != nil:
+			t.Errorf("CheckDSN(%q): %v", tc.dsn, err)
+		case tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)):
+			t.Errorf("CheckDSN(%q): %v, want an error with %q", tc.dsn, err, tc.wantErr)
+		case err != nil && strings.Contains(err.Error(), "hunter2"):
+			t.Errorf("CheckDSN(%q) shows the password: %v", tc.dsn, err)
+		}
+	}
+	if _, err := Open(t.Context(), "mysql://x"); err == nil || !strings.Contains(err.Error(), "postgres://") {
+		t.Errorf("Open(mysql://x): %v, want the forms it takes", err)
+	}
+}

@@ -75,8 +75,12 @@ func (s *Store) log(what string, err error) {
 
 // Open opens (creating if needed) the database dsn names and brings its
 // schema up to date: a postgres:// or postgresql:// URL is a PostgreSQL
-// database (which must exist), anything else the path of a SQLite file.
+// database (which must exist), sqlite:PATH or a path a SQLite file; any
+// other URL scheme is an error (see CheckDSN).
 func Open(ctx context.Context, dsn string) (*Store, error) {
+	if err := CheckDSN(dsn); err != nil {
+		return nil, err
+	}
 	var d dialect
 	var conn *sql.DB
 	var err error
@@ -91,7 +95,7 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 			err = conn.PingContext(ctx)
 		}
 	} else {
-		path := strings.TrimPrefix(dsn, "sqlite:")
+		path := SQLitePath(dsn)
 		where = path
 		conn, err = sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(10000)&_pragma=foreign_keys(ON)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(16384)&_txlock=immediate")
 		// One writer at a time is SQLite's rule; a single connection also
