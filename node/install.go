@@ -10,6 +10,7 @@ import (
 	"runtime"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
 
@@ -139,7 +140,7 @@ func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(stat
 	}
 	out := ""
 	if script := m.Params[paramScript]; script != "" {
-		s := job.Shell(ctx, staged, script, job.Timeout(m), 16<<10)
+		s := job.Shell(ctx, staged, script, job.Timeout(m), job.DefaultMaxOutput)
 		if s.State != job.Succeeded {
 			os.RemoveAll(staged) // rollback: the machine is as it was
 			s.Reason = "install script: " + s.Reason + "; nothing was installed"
@@ -175,7 +176,7 @@ func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(stat
 		}
 	}
 	n.inv.Trigger("installed " + r.Name + " " + r.Version)
-	return fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), nil
+	return tailOf(fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), job.DefaultMaxOutput), nil
 }
 
 // recoverInstalls, at start, finishes what a crash interrupted: a version
@@ -215,6 +216,7 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 		return "", err
 	}
 	var gone []string
+	out := ""
 	for _, i := range have {
 		if i.Name != name || (version != "" && i.Version != version) {
 			continue
@@ -223,10 +225,12 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 			step(job.Running, "")
 		}
 		if script := m.Params[paramScript]; script != "" {
-			if s := job.Shell(ctx, i.Path, script, job.Timeout(m), 16<<10); s.State != job.Succeeded {
+			s := job.Shell(ctx, i.Path, script, job.Timeout(m), job.DefaultMaxOutput)
+			if s.State != job.Succeeded {
 				s.Reason = "uninstall script: " + s.Reason + "; the package stays installed"
 				return "", &job.Ended{Status: s}
 			}
+			out += s.Output
 		}
 		if err := os.RemoveAll(i.Path); err != nil {
 			return "", fmt.Errorf("remove %s: %w", i.Path, err)
@@ -244,7 +248,7 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 		return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: what + " is not installed here"}}
 	}
 	n.inv.Trigger("uninstalled " + name)
-	return fmt.Sprintf("uninstalled %v", gone), nil
+	return tailOf(fmt.Sprintf("uninstalled %v\n%s", gone, out), job.DefaultMaxOutput), nil
 }
 
 // transferJob runs a "transfer" job: the package is fetched and kept here
@@ -322,4 +326,18 @@ func (n *Node) deleteJob(ctx context.Context, m gossip.Manifest, step func(state
 		return "", err
 	}
 	return fmt.Sprintf("deleted %s %s: %d blocks removed, %d shared with other packages kept", r.Name, r.Version, freed, kept), nil
+}
+
+// tailOf is the last max bytes of s, cut at a rune's start.
+func tailOf(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[len(s)-max:]
+	for i := 0; i < len(s) && i < utf8.UTFMax; i++ {
+		if utf8.RuneStart(s[i]) {
+			return s[i:]
+		}
+	}
+	return s
 }

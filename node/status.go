@@ -2,7 +2,10 @@ package node
 
 import (
 	"context"
+	"fmt"
+	"net/http"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -161,6 +164,56 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 	}
 	st.Done = finished == st.Expected
 	return st, nil
+}
+
+// JobDestination implements api.Backend: one destination of a job (its
+// peer ID, or a unique part of one), as reported up to this node, with the
+// output tail it reported last and its history here.
+func (n *Node) JobDestination(ctx context.Context, id, q string) (api.DestStatus, error) {
+	q = strings.TrimPrefix(q, "…") // as 'job status' and 'tree' shorten them
+	if q == "" {
+		return api.DestStatus{}, api.BadRequest("which destination? give its peer ID or a unique part of it")
+	}
+	st, err := n.JobStatus(ctx, id, true)
+	if err != nil {
+		return api.DestStatus{}, err
+	}
+	var found []string
+	for p := range st.Destinations {
+		if p == q {
+			found = []string{p}
+			break
+		}
+		if strings.Contains(p, q) {
+			found = append(found, p)
+		}
+	}
+	slices.Sort(found)
+	switch len(found) {
+	case 0:
+		return api.DestStatus{}, &api.Error{Status: http.StatusNotFound,
+			Message: fmt.Sprintf("%q is not a destination of job %s here ('swdist tree --job %s' shows them)", q, id, id)}
+	case 1:
+	default:
+		return api.DestStatus{}, api.BadRequest("%q matches %d destinations of job %s (%s…): give more of the peer ID",
+			q, len(found), id, strings.Join(found[:min(3, len(found))], ", "))
+	}
+	d, ok, err := n.store.JobState(ctx, id, found[0])
+	if err != nil {
+		return api.DestStatus{}, err
+	}
+	out := api.DestStatus{JobID: id, PeerID: found[0], State: "not reported", History: []api.DestTransition{}}
+	if ok {
+		out.State, out.At, out.Reason, out.Exit, out.Output, out.Via = d.State, d.At, d.Reason, d.Exit, d.Output, d.Via
+	}
+	hist, err := n.store.JobHistory(ctx, id, found[0])
+	if err != nil {
+		return api.DestStatus{}, err
+	}
+	for _, h := range hist {
+		out.History = append(out.History, api.DestTransition{State: h.State, At: h.At, Reason: h.Reason, Exit: h.Exit})
+	}
+	return out, nil
 }
 
 // markWaiting, on a managing node that accepted a manifest, reports

@@ -39,6 +39,35 @@ func runAndFail(t *testing.T, c *cluster) string {
 	if st.Expected != 3 || st.DonePercent != 100 || len(st.Counts) != 1 || len(st.Subtrees) != 2 {
 		t.Errorf("status %+v", st)
 	}
+	// What a run that succeeded printed is kept, and travels up with it:
+	// at the server and at the relay, for one destination by a part of its ID.
+	a1 := c.id("a1").String()
+	for _, at := range []string{"server", "relay-a"} {
+		d, err := c.nodes[at].JobDestination(ctx, ok.ID, a1[len(a1)-10:])
+		if err != nil {
+			t.Fatalf("%s: destination a1: %v", at, err)
+		}
+		var states []string
+		for _, h := range d.History {
+			states = append(states, h.State)
+		}
+		if d.PeerID != a1 || d.State != "succeeded" || d.Output != "hello\n" || d.At.IsZero() ||
+			strings.Join(states, " ") != "received running succeeded" {
+			t.Errorf("%s: destination a1 %+v", at, d)
+		}
+		if at == "server" && d.Via != c.id("relay-a").String() {
+			t.Errorf("a1 reported via %s, want relay-a", d.Via)
+		}
+	}
+	for _, tc := range []struct{ q, want string }{
+		{"12D3KooW", "matches 3 destinations"}, // every Ed25519 peer ID begins so
+		{c.id("relay-a").String(), "is not a destination"},
+		{"", "which destination"},
+	} {
+		if _, err := c.nodes["server"].JobDestination(ctx, ok.ID, tc.q); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("destination %q: %v, want an error with %q", tc.q, err, tc.want)
+		}
+	}
 	bad, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 2, "echo oops >&2; exit 3", "site=a", "role=client")})
 	if err != nil {
 		t.Fatal(err)
@@ -50,6 +79,9 @@ func runAndFail(t *testing.T, c *cluster) string {
 	for _, f := range st.Failed {
 		if f.Exit != 3 || f.Reason != "exit status 3" || !strings.Contains(f.Output, "oops") {
 			t.Errorf("failure reported as %+v", f)
+		}
+		if d, err := c.nodes["server"].JobDestination(ctx, bad.ID, f.PeerID); err != nil || d.Exit != 3 || d.Output != "oops\n" {
+			t.Errorf("failed destination %s: %+v, %v", f.PeerID, d, err)
 		}
 	}
 	// A relay sees its own subtree.

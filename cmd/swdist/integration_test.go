@@ -559,6 +559,25 @@ func TestJobsCLI(t *testing.T) {
 	if r := cli(t, p.homes["S"], "tree", "--job", created.ID); r.code != 0 || !strings.Contains(r.stdout, "succeeded") {
 		t.Errorf("tree --job: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// One destination, by the part of its ID that 'job status' shows: the
+	// output of "uname -a", which succeeded, reached the server.
+	uname, _ := exec.Command("uname", "-s").Output()
+	var ds api.DestStatus
+	must(t, &ds, p.homes["S"], "job", "status", created.ID, "--peer", p.ids["C1"][len(p.ids["C1"])-10:], "--json")
+	if ds.PeerID != p.ids["C1"] || ds.State != "succeeded" || !strings.Contains(ds.Output, strings.TrimSpace(string(uname))) ||
+		ds.Via != p.ids["R"] || len(ds.History) < 3 {
+		t.Errorf("job status --peer C1 --json at the server: %+v", ds)
+	}
+	if r := cli(t, p.homes["S"], "job", "status", created.ID, "--peer", "…"+p.ids["C2"][len(p.ids["C2"])-10:]); r.code != 0 ||
+		!strings.Contains(r.stdout, "Output (tail):\n"+strings.TrimSpace(string(uname))) || !strings.Contains(r.stdout, "running") {
+		t.Errorf("job status --peer C2: exit %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := cli(t, p.homes["S"], "job", "status", created.ID, "--peer", p.ids["S"]); r.code != 1 || !strings.Contains(r.stderr, "is not a destination") {
+		t.Errorf("job status --peer (the server, no destination): exit %d\n%s", r.code, r.stderr)
+	}
+	if r := cli(t, p.homes["S"], "job", "status", created.ID, "--peer", "x", "--watch"); r.code != 2 {
+		t.Errorf("job status --peer --watch: exit %d, want 2\n%s", r.code, r.stderr)
+	}
 	// A job for an hour from now is cancelled where it waits.
 	var later api.JobCreated
 	must(t, &later, p.homes["S"], "job", "create", "--type", "run", "--command", "true", "--target", "peer="+p.ids["C1"],

@@ -338,15 +338,32 @@ func (a *app) jobShowCmd() *cobra.Command {
 func (a *app) jobStatusCmd() *cobra.Command {
 	var watch bool
 	var every time.Duration
+	var peerQ string
 	cmd := &cobra.Command{
 		Use:   "status ID",
 		Short: "Where each destination of a job stands, per state and per subtree",
 		Long: `status counts the destinations of a job by state, as reported up to this
 node, against the destinations it expects from its view of its subtree:
 those that have not reported yet are "not reported". Then the same per
-child subtree (which hop is slow), then each failure with its reason.`,
+child subtree (which hop is slow), then each failure with its reason.
+
+With --peer, one destination: its state, reason and exit code, the tail of
+its command's or script's output (kept for every run that ended, succeeded
+or failed), and each state it went through.`,
 		Args: args(1, "a job ID (see 'swdist job ls')"),
 		RunE: func(cmd *cobra.Command, argv []string) error {
+			if cmd.Flags().Changed("peer") {
+				if watch {
+					return usagef("--peer and --watch: watch the whole job, or ask for one destination")
+				}
+				d, err := call(a, func(c *api.Client, ctx context.Context) (api.DestStatus, error) {
+					return c.JobDestination(ctx, argv[0], peerQ)
+				})
+				if err != nil {
+					return err
+				}
+				return a.emit(d, func(w io.Writer) { printDestStatus(w, d) })
+			}
 			if watch {
 				if every < 100*time.Millisecond {
 					return usagef("--every %s: at least 100ms", every)
@@ -366,7 +383,44 @@ child subtree (which hop is slow), then each failure with its reason.`,
 	}
 	cmd.Flags().BoolVar(&watch, "watch", false, "redraw until every destination is done (progress bars on a terminal; a JSON document per change with --json); exits 1 if any failed")
 	cmd.Flags().DurationVar(&every, "every", time.Second, "with --watch, how often to ask")
+	cmd.Flags().StringVar(&peerQ, "peer", "", "show one destination (its peer ID, or a unique part of it) with its output tail and history")
 	return cmd
+}
+
+func printDestStatus(w io.Writer, d api.DestStatus) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintf(tw, "job\t%s\ndestination\t%s\nstate\t%s\n", d.JobID, d.PeerID, d.State)
+	if !d.At.IsZero() {
+		fmt.Fprintf(tw, "since\t%s (%s)\n", d.At.Local().Format(time.DateTime), ago(d.At))
+	}
+	if d.Reason != "" {
+		fmt.Fprintf(tw, "reason\t%s\n", d.Reason)
+	}
+	if d.Exit != 0 {
+		fmt.Fprintf(tw, "exit code\t%d\n", d.Exit)
+	}
+	if d.Via != "" {
+		fmt.Fprintf(tw, "reported via\t%s\n", d.Via)
+	}
+	tw.Flush()
+	if len(d.History) > 0 {
+		fmt.Fprintln(w, "\nHistory:")
+		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+		for _, h := range d.History {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\n", h.At.Local().Format("2006-01-02 15:04:05.000"), h.State, h.Reason)
+		}
+		tw.Flush()
+	}
+	switch {
+	case d.Output != "":
+		fmt.Fprintln(w, "\nOutput (tail):")
+		fmt.Fprint(w, d.Output)
+		if !strings.HasSuffix(d.Output, "\n") {
+			fmt.Fprintln(w)
+		}
+	case job.Final(d.State):
+		fmt.Fprintln(w, "\nNo output.")
+	}
 }
 
 func printJobStatus(w io.Writer, st api.JobStatus) {
@@ -407,6 +461,7 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 				}
 			}
 		}
+		fmt.Fprintf(w, "\nA destination's whole output tail and history: swdist job status %s --peer PEER\n", st.ID)
 	}
 }
 

@@ -87,6 +87,9 @@ type Backend interface {
 	ShowJob(ctx context.Context, id string) (JobDetail, error)
 	// JobStatus, with destinations, also lists each destination's state.
 	JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error)
+	// JobDestination is one destination of a job: peer is its ID or a
+	// unique part of it.
+	JobDestination(ctx context.Context, id, peer string) (DestStatus, error)
 	InventoryBackend
 	PackageBackend
 	CollectBackend
@@ -174,6 +177,9 @@ func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
 	handle(mux, "GET /v1/jobs/{id}", func(r *http.Request) (any, error) { return b.ShowJob(r.Context(), r.PathValue("id")) })
 	handle(mux, "GET /v1/jobs/{id}/status", func(r *http.Request) (any, error) {
 		return b.JobStatus(r.Context(), r.PathValue("id"), r.URL.Query().Get("destinations") == "1")
+	})
+	handle(mux, "GET /v1/jobs/{id}/destinations/{peer}", func(r *http.Request) (any, error) {
+		return b.JobDestination(r.Context(), r.PathValue("id"), r.PathValue("peer"))
 	})
 	inventoryRoutes(mux, b)
 	statsRoutes(mux, b)

@@ -134,6 +134,12 @@ func (c *Client) ShowJob(ctx context.Context, id string) (JobDetail, error) {
 	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id), nil, &out)
 }
 
+// JobDestination calls GET /v1/jobs/{id}/destinations/{peer}.
+func (c *Client) JobDestination(ctx context.Context, id, peer string) (DestStatus, error) {
+	var out DestStatus
+	return out, c.do(ctx, http.MethodGet, "/v1/jobs/"+url.PathEscape(id)+"/destinations/"+url.PathEscape(peer), nil, &out)
+}
+
 // JobStatus calls GET /v1/jobs/{id}/status.
 func (c *Client) JobStatus(ctx context.Context, id string, destinations bool) (JobStatus, error) {
 	var out JobStatus

@@ -96,3 +96,30 @@ type FailedDest struct {
 	Exit   int    `json:"exit_code"`
 	Output string `json:"output_tail"`
 }
+
+// DestStatus is 'swdist job status ID --peer P': where one destination of
+// a job stands, what it said last and how it got there.
+type DestStatus struct {
+	JobID  string `json:"job_id"`
+	PeerID string `json:"peer_id"`
+	// State is "not reported" for an expected destination that has not.
+	State  string    `json:"state"`
+	At     time.Time `json:"at"` // of the state, by the destination's clock
+	Reason string    `json:"reason"`
+	Exit   int       `json:"exit_code"`
+	// Output is the tail of what the command or script printed, kept for
+	// every run that ended, succeeded or not.
+	Output string `json:"output_tail"`
+	// Via is the child of this node it reported through (this node's own
+	// ID for itself and its offline children it holds the job for).
+	Via     string           `json:"via"`
+	History []DestTransition `json:"history"`
+}
+
+// DestTransition is one move of a destination's state.
+type DestTransition struct {
+	State  string    `json:"state"`
+	At     time.Time `json:"at"`
+	Reason string    `json:"reason,omitempty"`
+	Exit   int       `json:"exit_code,omitempty"`
+}

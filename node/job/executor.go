@@ -33,6 +33,12 @@ const (
 	Fetching  = "fetching"
 )
 
+// DefaultMaxOutput is the tail of a command's or script's output kept and
+// reported up, succeeded or not: it travels in a report (at most
+// report.MaxBodyBytes) and is stored for each destination at every
+// managing node above it.
+const DefaultMaxOutput = 16 << 10
+
 // Final reports whether state ends a destination's run of a job.
 func Final(state string) bool {
 	switch state {
@@ -48,7 +54,7 @@ type Status struct {
 	State  string
 	Reason string
 	Exit   int
-	Output string // the tail of the output, for failures
+	Output string // the tail of the output (at most MaxOutput bytes), of every run that ended
 }
 
 // RunStore keeps this node's own run state of each job.
@@ -64,7 +70,7 @@ type Config struct {
 	Report        func(ctx context.Context, s Status) error
 	Runs          RunStore
 	MaxConcurrent int // jobs running at once, default 2
-	MaxOutput     int // bytes of output kept (the tail), default 16 KiB
+	MaxOutput     int // bytes of output kept (the tail), default DefaultMaxOutput
 	// Builtin runs the job types this node handles itself (by type), each
 	// returning a line for the operator.
 	Builtin map[string]Builtin
@@ -109,7 +115,7 @@ func New(ctx context.Context, cfg Config) *Executor {
 		cfg.MaxConcurrent = 2
 	}
 	if cfg.MaxOutput == 0 {
-		cfg.MaxOutput = 16 << 10
+		cfg.MaxOutput = DefaultMaxOutput
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -360,7 +366,9 @@ func Shell(ctx context.Context, dir, command string, timeout time.Duration, maxO
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 5 * time.Second
 	err := cmd.Run()
-	s := Status{State: Succeeded}
+	// The tail is kept whatever the end: what a command that succeeded
+	// printed is often what the operator ran it for.
+	s := Status{State: Succeeded, Output: strings.ToValidUTF8(string(out.buf), "?")}
 	var ee *exec.ExitError
 	switch {
 	case err == nil:
@@ -372,7 +380,6 @@ func Shell(ctx context.Context, dir, command string, timeout time.Duration, maxO
 	default:
 		s.State, s.Reason = Failed, err.Error()
 	}
-	s.Output = strings.ToValidUTF8(string(out.buf), "?")
 	return s
 }
 

@@ -7,6 +7,7 @@ import (
 	"maps"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -34,7 +35,8 @@ func TestRunCommand(t *testing.T) {
 		notBefore, expires     time.Duration
 		want                   Status
 	}{
-		{name: "success", command: "echo hi", want: Status{State: Succeeded}},
+		{name: "success keeps its output", command: "echo hi; echo there >&2", want: Status{State: Succeeded, Output: "hi\nthere\n"}},
+		{name: "success keeps its tail", command: "head -c 20000 /dev/zero | tr '\\0' x; echo END", want: Status{State: Succeeded}},
 		{name: "exit code", command: "echo bad >&2; exit 7", want: Status{State: Failed, Exit: 7, Reason: "exit status 7", Output: "bad\n"}},
 		{name: "missing command", command: "no-such-command-here", want: Status{State: Failed, Exit: 127, Reason: "exit status 127"}},
 		{name: "timeout kills the whole group", command: "sleep 30 & sleep 30", timeout: "300ms", want: Status{State: Failed, Reason: "timed out after 300ms"}},
@@ -66,7 +68,7 @@ func TestRunCommand(t *testing.T) {
 			if tc.want.Output != "" && last.Output != tc.want.Output {
 				t.Errorf("output %q, want %q", last.Output, tc.want.Output)
 			}
-			if tc.name == "output keeps its tail" && (len(last.Output) != 1024 || last.Output[len(last.Output)-4:] != "END\n") {
+			if strings.HasSuffix(tc.name, "keeps its tail") && (len(last.Output) != 1024 || last.Output[len(last.Output)-4:] != "END\n") {
 				t.Errorf("output of %d bytes ending %q, want the last 1024 ending in END", len(last.Output), last.Output[max(0, len(last.Output)-8):])
 			}
 			if got[0].State != Received {

@@ -153,6 +153,7 @@ type liveStates struct {
 	jobs     map[string]map[string]destState // loaded jobs: peer → latest
 	entries  int
 	dirty    map[destKey]destState // not yet in job_states
+	dirtyLen int                   // bytes of reason and output in dirty
 	upto     int64                 // the last history row committed
 	flushed  time.Time
 
@@ -168,6 +169,10 @@ const maxLiveEntries = 2_000_000
 const (
 	flushEvery = 2 * time.Second
 	flushDirty = 50_000
+	// flushBytes bounds the reasons and output tails held until a flush:
+	// 50,000 destinations that each printed their full tail would be
+	// 800 MiB.
+	flushBytes = 32 << 20
 )
 
 // latestIn returns the destination's latest state, loading the job's
@@ -234,7 +239,11 @@ func (s *Store) commitLive(overlay map[destKey]destState, upto int64) {
 			s.live.entries++
 		}
 		job[k.peer] = destState{State: st.State, At: st.At}
+		if old, ok := s.live.dirty[k]; ok {
+			s.live.dirtyLen -= len(old.Reason) + len(old.Output)
+		}
 		s.live.dirty[k] = st
+		s.live.dirtyLen += len(st.Reason) + len(st.Output)
 	}
 	s.live.upto = max(s.live.upto, upto)
 }
@@ -243,7 +252,7 @@ func (s *Store) commitLive(overlay map[destKey]destState, upto int64) {
 func (s *Store) flushDue() bool {
 	s.live.mu.Lock()
 	defer s.live.mu.Unlock()
-	return len(s.live.dirty) > 0 && (len(s.live.dirty) >= flushDirty || time.Since(s.live.flushed) >= flushEvery) ||
+	return len(s.live.dirty) > 0 && (len(s.live.dirty) >= flushDirty || s.live.dirtyLen >= flushBytes || time.Since(s.live.flushed) >= flushEvery) ||
 		s.live.entries > maxLiveEntries
 }
 
@@ -257,7 +266,7 @@ func (s *Store) flushStates(ctx context.Context) error {
 	defer s.live.flushing.Unlock()
 	s.live.mu.Lock()
 	dirty, upto := s.live.dirty, s.live.upto
-	s.live.dirty = map[destKey]destState{}
+	s.live.dirty, s.live.dirtyLen = map[destKey]destState{}, 0
 	s.live.flushed = time.Now()
 	s.live.mu.Unlock()
 	if len(dirty) == 0 {
@@ -270,7 +279,11 @@ func (s *Store) flushStates(ctx context.Context) error {
 		// Kept for the next flush; newer decisions made meanwhile win.
 		for k, st := range dirty {
 			if cur, ok := s.live.dirty[k]; !ok || newer(st, cur) {
+				if ok {
+					s.live.dirtyLen -= len(cur.Reason) + len(cur.Output)
+				}
 				s.live.dirty[k] = st
+				s.live.dirtyLen += len(st.Reason) + len(st.Output)
 			}
 		}
 		return err

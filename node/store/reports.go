@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
 	"maps"
 	"slices"
@@ -326,6 +327,70 @@ func (s *Store) JobStates(ctx context.Context, job string) ([]DestState, error) 
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// JobState returns the latest state of one destination of a job, with
+// its reason and output tail; ok is false if it has not reported.
+func (s *Store) JobState(ctx context.Context, job, peerID string) (d DestState, ok bool, err error) {
+	if err := s.flushStates(ctx); err != nil {
+		return d, false, err
+	}
+	var at int64
+	err = s.db.QueryRowContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via FROM job_states
+		WHERE job_id = ? AND peer_id = ?`, job, peerID).Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via)
+	if err == sql.ErrNoRows {
+		return d, false, nil
+	}
+	if err != nil {
+		return d, false, fmt.Errorf("read job state: %w", err)
+	}
+	d.At = time.UnixMilli(at).UTC()
+	return d, true, nil
+}
+
+// Transition is one move of a destination's state, as recorded here.
+type Transition struct {
+	State  string
+	At     time.Time
+	Reason string
+	Exit   int
+}
+
+// JobHistory returns the transitions of one destination of a job, oldest
+// first, without their output (JobState has the last).
+func (s *Store) JobHistory(ctx context.Context, job, peerID string) ([]Transition, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT records FROM job_transitions WHERE job_id = ? AND instr(records, ?) > 0 ORDER BY id`,
+		job, `"`+peerID+`"`)
+	if err != nil {
+		return nil, fmt.Errorf("read job history: %w", err)
+	}
+	defer rows.Close()
+	var out []Transition
+	for rows.Next() {
+		var records string
+		if err := rows.Scan(&records); err != nil {
+			return nil, err
+		}
+		var ts []transition
+		if err := json.Unmarshal([]byte(records), &ts); err != nil {
+			return nil, fmt.Errorf("job history of %s: %w", job, err)
+		}
+		for _, t := range ts {
+			if t.Peer == peerID {
+				out = append(out, Transition{State: t.State, At: time.UnixMilli(t.At).UTC(), Reason: t.Reason, Exit: t.Exit})
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out, func(a, b Transition) int {
+		if c := a.At.Compare(b.At); c != 0 {
+			return c
+		}
+		return stateRankOf(a.State) - stateRankOf(b.State)
+	})
+	return out, nil
 }
 
 // SetRun records this node's own run state of a job.

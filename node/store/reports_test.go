@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -202,4 +203,61 @@ func countTransitions(t *testing.T, s *Store) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// TestDestOutput: a destination's reason and output tail, succeeded or
+// failed, are kept as they came (on PostgreSQL a NUL byte becomes U+FFFD),
+// through a flush and a reopen; its history has each state once, in order.
+func TestDestOutput(t *testing.T) { storetest.Each(t, testDestOutput) }
+
+func testDestOutput(t *testing.T, dsn string) {
+	ctx := context.Background()
+	s := open(t, dsn)
+	a, _ := newID(t)
+	via, _ := newID(t)
+	long := strings.Repeat("x", 16<<10-4) + "END\n"
+	mk := func(state, output string, at int64) report.Report {
+		body, err := cert.Marshal(JobState{Job: "j", State: state, Output: output, Exit: len(output) % 7})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return report.Report{ID: "j/" + a.String() + "/" + state, Origin: a, Kind: KindJobStatus, At: at, Body: body}
+	}
+	if err := s.Apply(ctx, via, []report.Report{mk("received", "", 1), mk("running", "", 2)}, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Apply(ctx, via, []report.Report{mk("succeeded", long, 3), mk("running", "", 2)}, false); err != nil {
+		t.Fatal(err)
+	}
+	d, ok, err := s.JobState(ctx, "j", a.String())
+	if err != nil || !ok || d.State != "succeeded" || d.Output != long || d.Via != via.String() || d.Exit != len(long)%7 {
+		t.Fatalf("state %v %v: %s, %d bytes of output, via %s", ok, err, d.State, len(d.Output), d.Via)
+	}
+	if _, ok, err := s.JobState(ctx, "j", via.String()); ok || err != nil {
+		t.Errorf("a peer that did not report: %v, %v", ok, err)
+	}
+	hist, err := s.JobHistory(ctx, "j", a.String())
+	var states []string
+	for _, h := range hist {
+		states = append(states, h.State)
+	}
+	if err != nil || strings.Join(states, " ") != "received running succeeded" {
+		t.Errorf("history %v, %v", states, err)
+	}
+
+	// A second job whose output carries a NUL byte, replayed at reopen.
+	body, _ := cert.Marshal(JobState{Job: "k", State: "failed", Reason: "exit status 1", Output: "a\x00b\n"})
+	if err := s.Apply(ctx, via, []report.Report{{ID: "k/1", Origin: a, Kind: KindJobStatus, At: 5, Body: body}}, false); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dsn)
+	d, ok, err = s.JobState(ctx, "k", a.String())
+	want := "a\x00b\n"
+	if IsPostgres(dsn) {
+		want = "a\uFFFDb\n"
+	}
+	if err != nil || !ok || d.Output != want || d.Reason != "exit status 1" {
+		t.Errorf("after reopen: %+v %v %v, want output %q", d, ok, err, want)
+	}
 }
