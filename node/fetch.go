@@ -263,7 +263,13 @@ func (n *Node) waitRoutes(ctx context.Context, max time.Duration) {
 // fetchPackage makes sure every block of the package root is held here:
 // the root block from upstream, then the chunks from upstream and from
 // this node's peers for the package (see getBlocks).
-func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error) {
+//
+// progress, if not nil, is told the bytes of the package's chunks held
+// here and their total: once the root is read, then as blocks arrive.
+func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(held, total int64)) (pkg.Root, error) {
+	if progress == nil {
+		progress = func(int64, int64) {}
+	}
 	n.want([]cid.Cid{root}, 1) // kept from garbage collection until the chunks are in
 	defer n.want([]cid.Cid{root}, -1)
 	if ok, err := n.blocks.Has(ctx, root); err != nil {
@@ -281,17 +287,37 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid) (pkg.Root, error)
 		return pkg.Root{}, err
 	}
 	missing, err := pkg.Missing(ctx, n.blocks, r)
-	if err != nil || len(missing) == 0 {
+	if err != nil {
 		return r, err
+	}
+	sizes := make([]uint64, len(r.Chunks))
+	size := map[string]int64{}
+	var total int64
+	for i, c := range r.Chunks {
+		sizes[i] = uint64(c.Stored)
+		if k := r.ChunkCID(i).KeyString(); size[k] == 0 { // a chunk twice in the package is held once
+			size[k] = int64(c.Stored)
+			total += int64(c.Stored)
+		}
+	}
+	held := total
+	for _, c := range missing {
+		held -= size[c.KeyString()]
+	}
+	progress(held, total)
+	if len(missing) == 0 {
+		return r, nil
 	}
 	if n.parent == "" {
 		return pkg.Root{}, fmt.Errorf("package %s@%s (%s): %d blocks are missing here, and this node has no parent to fetch them from", r.Name, r.Version, root, len(missing))
 	}
-	sizes := make([]uint64, len(r.Chunks))
-	for i, c := range r.Chunks {
-		sizes[i] = uint64(c.Stored)
+	arrived := func(got []cid.Cid) {
+		for _, c := range got {
+			held += size[c.KeyString()]
+		}
+		progress(held, total)
 	}
-	if err := n.getBlocks(ctx, root, r.CIDs(), sizes, missing); err != nil {
+	if err := n.getBlocks(ctx, root, r.CIDs(), sizes, missing, arrived); err != nil {
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
@@ -311,7 +337,8 @@ type fetched struct {
 // through. A peer that fails is dropped and a block a peer did not deliver
 // is fetched from upstream. Blocks are taken in a random order, in small
 // groups, a few at a time per peer.
-func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes []uint64, cids []cid.Cid) error {
+// arrived is told each group of blocks that arrived.
+func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes []uint64, cids []cid.Cid, arrived func([]cid.Cid)) error {
 	n.want(cids, 1)
 	defer n.want(cids, -1)
 	defer n.setRoute(nil)
@@ -387,6 +414,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 		left, err := n.absent(ctx, r.group)
 		if err != nil {
 			return err
+		}
+		if len(left) < len(r.group) {
+			arrived(slices.DeleteFunc(slices.Clone(r.group), func(c cid.Cid) bool {
+				return slices.ContainsFunc(left, c.Equals)
+			}))
 		}
 		if r.from == "" {
 			if r.err != nil {
@@ -531,7 +563,7 @@ func (n *Node) prefetch(ctx context.Context, v gossip.Verified) {
 			return
 		}
 		start := time.Now()
-		r, err := n.fetchPackage(ctx, root)
+		r, err := n.fetchPackage(ctx, root, nil)
 		if err != nil {
 			n.log.Warn("prefetch package", "job", v.JobID, "package", root, "err", err)
 			return

@@ -44,8 +44,16 @@ func (n *Node) jobPackage(ctx context.Context, m gossip.Manifest, step func(stat
 	if err := n.store.AddPin(ctx, store.Pin{CID: root.String(), Job: m.JobID, Until: m.ExpiresAt}); err != nil {
 		return root, pkg.Root{}, fmt.Errorf("pin package %s: %w", root, err)
 	}
-	step(job.Fetching, fmt.Sprintf("%d bytes", m.Package.Size))
-	r, err := n.fetchPackage(ctx, root)
+	// "fetching", with bytes held and total: at the start, and then a
+	// few times as blocks arrive (see progressGate).
+	gate := progressGate{every: progressEvery, step: progressStep, idle: progressIdle}
+	report := func(held, total int64) {
+		if gate.due(time.Now(), held, total) {
+			n.exec.Progress(m.JobID, held, total)
+		}
+	}
+	report(0, int64(m.Package.Size))
+	r, err := n.fetchPackage(ctx, root, report)
 	if err != nil {
 		return root, r, err
 	}
@@ -55,6 +63,43 @@ func (n *Node) jobPackage(ctx context.Context, m gossip.Manifest, step func(stat
 	}
 	n.afterFetch(ctx)
 	return root, r, nil
+}
+
+// How often a destination reports how far its fetch got: at least
+// progressEvery apart, and each time only once it has moved another
+// progressStep of the package (or, on a slow link, after progressIdle
+// with any progress). A fetch thus sends about 1/progressStep reports
+// (plus one per progressIdle of a slow one), whatever the package's size,
+// so that 10,000 clients fetching at once do not flood their relays.
+const (
+	progressEvery = 2 * time.Second
+	progressStep  = 0.10
+	progressIdle  = 30 * time.Second
+)
+
+// progressGate decides which fetch progress is reported.
+type progressGate struct {
+	every, idle time.Duration
+	step        float64
+	last        time.Time // of the last report; zero: none yet
+	lastHeld    int64
+	lastTotal   int64
+}
+
+// due reports whether progress held of total, at now, is reported: the
+// first always; none once all is held (the next state says so); others
+// per the gate's bounds.
+func (g *progressGate) due(now time.Time, held, total int64) bool {
+	switch {
+	case g.last.IsZero() || total != g.lastTotal && held < total:
+		// The first, or the total known at last (from the package's root).
+	case held >= total || held <= g.lastHeld || now.Sub(g.last) < g.every:
+		return false
+	case float64(held-g.lastHeld) < g.step*float64(total) && now.Sub(g.last) < g.idle:
+		return false
+	}
+	g.last, g.lastHeld, g.lastTotal = now, held, total
+	return true
 }
 
 // Install conditions: a job's parameters that say where it may install.

@@ -135,7 +135,7 @@ func (n *Node) FetchPackage(ctx context.Context, root string) (api.Package, erro
 	if err != nil {
 		return api.Package{}, api.BadRequest("package root %q: %v", root, err)
 	}
-	r, err := n.fetchPackage(ctx, c)
+	r, err := n.fetchPackage(ctx, c, nil)
 	if err != nil {
 		return api.Package{}, err
 	}

@@ -2,12 +2,14 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/libp2p/go-libp2p/core/crypto"
 
@@ -15,7 +17,10 @@ import (
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
+	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/hierarchy/report"
 	"github.com/swdist/swdist/node/api"
+	"github.com/swdist/swdist/node/store"
 )
 
 // addPackage builds a package of files into name's block store and
@@ -286,5 +291,80 @@ func TestInstallMissingPackage(t *testing.T) {
 	st := statusAt(t, c, "server", j.ID, "b1 failed it", func(s api.JobStatus) bool { return s.Counts["failed"] == 1 })
 	if len(st.Failed) != 1 || !strings.Contains(st.Failed[0].Reason, "not found at the parent") {
 		t.Errorf("failed: %+v", st.Failed)
+	}
+}
+
+// TestFetchProgress: a destination says "fetching" with the bytes it
+// holds and the package's total, and that goes up the tree: job status
+// sums the bytes of the fetching destinations, in all and per subtree,
+// lists each one's (with destinations) and shows them per destination.
+func TestFetchProgress(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	big := strings.Repeat("0123456789abcdef", 1<<16) // 1 MiB: several chunks
+	p := addPackage(t, c, "server", map[string]string{"bin/app": big}, "app", "1.0")
+	res, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signInstall(t, key, adm, 1, p, nil, "peer="+c.id("a1").String())})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", res.ID, "a1 installed it", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
+	d, err := c.nodes["server"].JobDestination(ctx, res.ID, c.id("a1").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fetches []api.DestTransition
+	for _, h := range d.History {
+		if h.State == "fetching" {
+			fetches = append(fetches, h)
+		}
+	}
+	if len(fetches) == 0 || len(fetches) > 12 || fetches[len(fetches)-1].Total == 0 || fetches[0].Reason == "" {
+		t.Errorf("a1's fetching transitions at the server: %+v; want a few, with the package's bytes", fetches)
+	}
+
+	// Destinations in the middle of a fetch, as their reports say (a job
+	// that waits for tomorrow, so that nothing of theirs overtakes these).
+	now := time.Now()
+	later, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 2, gossip.Manifest{Type: "run",
+		NotBefore: now.Add(20 * time.Hour), ExpiresAt: now.Add(24 * time.Hour), Params: map[string]string{"command": "true"}}, "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", later.ID, "all 3 scheduled", func(s api.JobStatus) bool { return s.Counts["scheduled"] == 3 })
+	fetching := func(name string, held, total int64) report.Report {
+		body, err := cert.Marshal(store.JobState{Job: later.ID, State: "fetching", Held: held, Total: total})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return report.Report{ID: later.ID + "/" + c.id(name).String() + "/fetching/" + fmt.Sprint(held), Origin: c.id(name),
+			Kind: store.KindJobStatus, At: time.Now().UnixMilli(), Body: body}
+	}
+	for _, r := range []struct {
+		relay, client string
+		held, total   int64
+	}{{"relay-a", "a1", 300, 1000}, {"relay-a", "a2", 500, 1000}, {"relay-b", "b1", 0, 4000}} {
+		if err := c.nodes[r.relay].ApplyReportsFrom(ctx, c.id(r.client), []report.Report{fetching(r.client, r.held, r.total)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := statusAt(t, c, "server", later.ID, "3 fetching", func(s api.JobStatus) bool { return s.Counts["fetching"] == 3 })
+	if st.Fetching == nil || *st.Fetching != (api.FetchBytes{Destinations: 3, Held: 800, Total: 6000}) {
+		t.Errorf("fetching in all: %+v", st.Fetching)
+	}
+	if got := st.Progress[c.id("a2").String()]; got != (api.FetchBytes{Destinations: 1, Held: 500, Total: 1000}) {
+		t.Errorf("a2's progress: %+v", got)
+	}
+	for _, ss := range st.Subtrees {
+		want := api.FetchBytes{Destinations: 2, Held: 800, Total: 2000}
+		if ss.PeerID == c.id("relay-b").String() {
+			want = api.FetchBytes{Destinations: 1, Held: 0, Total: 4000}
+		}
+		if ss.Fetching == nil || *ss.Fetching != want {
+			t.Errorf("subtree of %s fetching %+v, want %+v", ss.PeerID, ss.Fetching, want)
+		}
+	}
+	if d, err := c.nodes["server"].JobDestination(ctx, later.ID, c.id("a1").String()); err != nil || d.Held != 300 || d.Total != 1000 {
+		t.Errorf("a1 at the server: %+v, %v", d, err)
 	}
 }

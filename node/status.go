@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -22,13 +23,17 @@ import (
 // reportStatus records one of this node's own job transitions: applied to
 // its own database and, below the root, queued for the parent.
 func (n *Node) reportStatus(ctx context.Context, s job.Status) error {
-	body, err := cert.Marshal(store.JobState{Job: s.Job, State: s.State, Reason: s.Reason, Exit: s.Exit, Output: s.Output})
+	body, err := cert.Marshal(store.JobState{Job: s.Job, State: s.State, Reason: s.Reason, Exit: s.Exit, Output: s.Output,
+		Held: s.Held, Total: s.Total})
 	if err != nil {
 		return err
 	}
 	self := n.host.ID()
-	r := report.Report{ID: s.Job + "/" + self.String() + "/" + s.State, Origin: self, Kind: store.KindJobStatus,
-		At: time.Now().UnixMilli(), Body: body}
+	id := s.Job + "/" + self.String() + "/" + s.State
+	if s.Total > 0 {
+		id += "/" + strconv.FormatInt(s.Held, 10) // each step of a fetch is its own report
+	}
+	r := report.Report{ID: id, Origin: self, Kind: store.KindJobStatus, At: time.Now().UnixMilli(), Body: body}
 	if err := n.store.Apply(ctx, self, []report.Report{r}, n.parent != ""); err != nil {
 		return err
 	}
@@ -90,7 +95,21 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 		seen[peerID] = true
 		st.Expected++
 		state := "not reported"
-		if d, ok := byPeer[peerID]; ok {
+		d, ok := byPeer[peerID]
+		fetching := ok && d.State == job.Fetching && d.Total > 0
+		if fetching {
+			if st.Fetching == nil {
+				st.Fetching = &api.FetchBytes{}
+			}
+			st.Fetching.Add(d.Held, d.Total)
+			if destinations {
+				if st.Progress == nil {
+					st.Progress = map[string]api.FetchBytes{}
+				}
+				st.Progress[peerID] = api.FetchBytes{Destinations: 1, Held: d.Held, Total: d.Total}
+			}
+		}
+		if ok {
 			state = d.State
 			switch d.State {
 			case job.Failed:
@@ -111,6 +130,12 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 			}
 			ss.Expected++
 			ss.Counts[state]++
+			if fetching {
+				if ss.Fetching == nil {
+					ss.Fetching = &api.FetchBytes{}
+				}
+				ss.Fetching.Add(d.Held, d.Total)
+			}
 		}
 	}
 
@@ -205,13 +230,16 @@ func (n *Node) JobDestination(ctx context.Context, id, q string) (api.DestStatus
 	out := api.DestStatus{JobID: id, PeerID: found[0], State: "not reported", History: []api.DestTransition{}}
 	if ok {
 		out.State, out.At, out.Reason, out.Exit, out.Output, out.Via = d.State, d.At, d.Reason, d.Exit, d.Output, d.Via
+		if d.State == job.Fetching {
+			out.Held, out.Total = d.Held, d.Total
+		}
 	}
 	hist, err := n.store.JobHistory(ctx, id, found[0])
 	if err != nil {
 		return api.DestStatus{}, err
 	}
 	for _, h := range hist {
-		out.History = append(out.History, api.DestTransition{State: h.State, At: h.At, Reason: h.Reason, Exit: h.Exit})
+		out.History = append(out.History, api.DestTransition{State: h.State, At: h.At, Reason: h.Reason, Exit: h.Exit, Held: h.Held, Total: h.Total})
 	}
 	return out, nil
 }

@@ -103,7 +103,11 @@ func (a *app) treeCmd() *cobra.Command {
 				Job  api.JobStatus `json:"job"`
 			}{t, st}
 			return a.emit(doc, func(w io.Writer) {
-				printTree(w, t, wide, st.Destinations)
+				states := st.Destinations
+				for p, f := range st.Progress { // how far each fetching node got
+					states[p] += " " + fetchText(f)
+				}
+				printTree(w, t, wide, states)
 				fmt.Fprintf(w, "job %s: %d destinations, %.0f%% done\n", st.ID, st.Expected, st.DonePercent)
 			})
 		},

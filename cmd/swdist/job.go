@@ -393,6 +393,9 @@ func printDestStatus(w io.Writer, d api.DestStatus) {
 	if !d.At.IsZero() {
 		fmt.Fprintf(tw, "since\t%s (%s)\n", d.At.Local().Format(time.DateTime), ago(d.At))
 	}
+	if d.Total > 0 {
+		fmt.Fprintf(tw, "fetched\t%s\n", fetchText(api.FetchBytes{Destinations: 1, Held: d.Held, Total: d.Total}))
+	}
 	if d.Reason != "" {
 		fmt.Fprintf(tw, "reason\t%s\n", d.Reason)
 	}
@@ -428,6 +431,10 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "STATE\tDESTINATIONS")
 	for _, k := range slices.Sorted(maps.Keys(st.Counts)) {
+		if k == job.Fetching && st.Fetching != nil {
+			fmt.Fprintf(tw, "%s\t%d\t(%s)\n", k, st.Counts[k], fetchText(*st.Fetching))
+			continue
+		}
 		fmt.Fprintf(tw, "%s\t%d\n", k, st.Counts[k])
 	}
 	tw.Flush()
@@ -436,11 +443,7 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 		tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 		fmt.Fprintln(tw, "SUBTREE OF\tEXPECTED\tSTATES")
 		for _, ss := range st.Subtrees {
-			var parts []string
-			for _, k := range slices.Sorted(maps.Keys(ss.Counts)) {
-				parts = append(parts, fmt.Sprintf("%s %d", k, ss.Counts[k]))
-			}
-			fmt.Fprintf(tw, "%s\t%d\t%s\n", short(ss.PeerID), ss.Expected, strings.Join(parts, ", "))
+			fmt.Fprintf(tw, "%s\t%d\t%s\n", short(ss.PeerID), ss.Expected, countsText(ss.Counts, ss.Fetching))
 		}
 		tw.Flush()
 	}
@@ -463,6 +466,29 @@ func printJobStatus(w io.Writer, st api.JobStatus) {
 		}
 		fmt.Fprintf(w, "\nA destination's whole output tail and history: swdist job status %s --peer PEER\n", st.ID)
 	}
+}
+
+// fetchText is how far fetching destinations got: "3.1 MiB of 10.0 MiB, 31%".
+func fetchText(f api.FetchBytes) string {
+	pct := 0.0
+	if f.Total > 0 {
+		pct = float64(f.Held) * 100 / float64(f.Total)
+	}
+	return fmt.Sprintf("%s of %s, %.0f%%", job.Bytes(f.Held), job.Bytes(f.Total), pct)
+}
+
+// countsText is counts by state in one line, the fetching ones with their
+// bytes: "fetching 2 (1.0 MiB of 4.0 MiB, 25%), succeeded 3".
+func countsText(counts map[string]int, fetching *api.FetchBytes) string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(counts)) {
+		part := fmt.Sprintf("%s %d", k, counts[k])
+		if k == job.Fetching && fetching != nil {
+			part += " (" + fetchText(*fetching) + ")"
+		}
+		parts = append(parts, part)
+	}
+	return strings.Join(parts, ", ")
 }
 
 // jobToAct is the job that cancel or retry acts on: not a cancel itself.

@@ -4,10 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"maps"
 	"os"
-	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -88,11 +85,7 @@ func (a *app) watchJob(ctx context.Context, id string, every time.Duration) erro
 
 // statusLine is a job's counts in one line.
 func statusLine(st api.JobStatus) string {
-	var parts []string
-	for _, k := range slices.Sorted(maps.Keys(st.Counts)) {
-		parts = append(parts, fmt.Sprintf("%s %d", k, st.Counts[k]))
-	}
-	return fmt.Sprintf("%.0f%% of %d done: %s", st.DonePercent, st.Expected, strings.Join(parts, ", "))
+	return fmt.Sprintf("%.0f%% of %d done: %s", st.DonePercent, st.Expected, countsText(st.Counts, st.Fetching))
 }
 
 func finished(counts map[string]int) int {
@@ -126,22 +119,18 @@ func barsFor(ctx context.Context, w io.Writer, first api.JobStatus) (show func(a
 		bars[key] = b
 		return b
 	}
-	set := func(key, name string, expected int, counts map[string]int) {
+	set := func(key, name string, expected int, counts map[string]int, fetching *api.FetchBytes) {
 		b := bar(key, name, expected)
-		var parts []string
-		for _, k := range slices.Sorted(maps.Keys(counts)) {
-			parts = append(parts, fmt.Sprintf("%s %d", k, counts[k]))
-		}
 		mu.Lock()
-		texts[key] = strings.Join(parts, ", ")
+		texts[key] = countsText(counts, fetching)
 		mu.Unlock()
 		b.SetTotal(int64(expected), false)
 		b.SetCurrent(int64(finished(counts)))
 	}
 	show = func(st api.JobStatus) {
-		set("", "job "+st.ID[:min(8, len(st.ID))], st.Expected, st.Counts)
+		set("", "job "+st.ID[:min(8, len(st.ID))], st.Expected, st.Counts, st.Fetching)
 		for _, ss := range st.Subtrees {
-			set(ss.PeerID, "  "+short(ss.PeerID), ss.Expected, ss.Counts)
+			set(ss.PeerID, "  "+short(ss.PeerID), ss.Expected, ss.Counts, ss.Fetching)
 		}
 	}
 	done = func() {

@@ -80,6 +80,25 @@ type JobStatus struct {
 	Done bool `json:"done"`
 	// Destinations, when asked for, is each expected destination's state.
 	Destinations map[string]string `json:"destinations,omitempty"`
+	// Fetching sums the package bytes of the destinations fetching now.
+	Fetching *FetchBytes `json:"fetching,omitempty"`
+	// Progress, with Destinations, is each fetching destination's bytes.
+	Progress map[string]FetchBytes `json:"progress,omitempty"`
+}
+
+// FetchBytes is how far fetching destinations got with a job's package:
+// bytes held of the total (summed over Destinations).
+type FetchBytes struct {
+	Destinations int   `json:"destinations"`
+	Held         int64 `json:"held_bytes"`
+	Total        int64 `json:"total_bytes"`
+}
+
+// Add counts one more fetching destination.
+func (f *FetchBytes) Add(held, total int64) {
+	f.Destinations++
+	f.Held += held
+	f.Total += total
 }
 
 // SubtreeStatus is the status within the subtree of one child of this node.
@@ -87,6 +106,8 @@ type SubtreeStatus struct {
 	PeerID   string         `json:"peer_id"`
 	Expected int            `json:"expected"`
 	Counts   map[string]int `json:"counts"`
+	// Fetching: the bytes of this subtree's destinations fetching now.
+	Fetching *FetchBytes `json:"fetching,omitempty"`
 }
 
 // FailedDest is a destination whose run failed.
@@ -112,7 +133,10 @@ type DestStatus struct {
 	Output string `json:"output_tail"`
 	// Via is the child of this node it reported through (this node's own
 	// ID for itself and its offline children it holds the job for).
-	Via     string           `json:"via"`
+	Via string `json:"via"`
+	// Held and Total, while fetching: bytes of the package held there.
+	Held    int64            `json:"held_bytes,omitempty"`
+	Total   int64            `json:"total_bytes,omitempty"`
 	History []DestTransition `json:"history"`
 }
 
@@ -122,4 +146,6 @@ type DestTransition struct {
 	At     time.Time `json:"at"`
 	Reason string    `json:"reason,omitempty"`
 	Exit   int       `json:"exit_code,omitempty"`
+	Held   int64     `json:"held_bytes,omitempty"`
+	Total  int64     `json:"total_bytes,omitempty"`
 }

@@ -55,6 +55,9 @@ type Status struct {
 	Reason string
 	Exit   int
 	Output string // the tail of the output (at most MaxOutput bytes), of every run that ended
+	// Held and Total, while fetching: bytes of the package held here,
+	// of its total.
+	Held, Total int64
 }
 
 // RunStore keeps this node's own run state of each job.
@@ -206,6 +209,28 @@ func (e *Executor) begin(ctx context.Context, id string) bool {
 	}
 	r.started = true
 	return true
+}
+
+// Progress records how far a job's fetch got: "fetching", with the bytes
+// of the package held here and its total. The caller bounds how often
+// (see node's progress gate); a job cancelled meanwhile is not moved.
+func (e *Executor) Progress(job string, held, total int64) {
+	e.transition(Status{Job: job, State: Fetching, Held: held, Total: total,
+		Reason: fmt.Sprintf("%s of %s", Bytes(held), Bytes(total))})
+}
+
+// Bytes is n bytes for a person: 512 B, 3.1 MiB.
+func Bytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit && exp < 5; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
 }
 
 // Missed records that a job for this node reached it only after it

@@ -34,10 +34,13 @@ type destState struct {
 	Exit   int
 	Output string
 	Via    string
+	Held   int64 // while fetching: bytes of the package held, of Total
+	Total  int64
 }
 
 // transition is one record of job_transitions: a destination's move to a
-// state, as [peer, state, at, reason, exit code, output, via].
+// state, as [peer, state, at, reason, exit code, output, via, held,
+// total] (the last two only while fetching; older records lack them).
 type transition struct {
 	Peer   string
 	State  string
@@ -46,6 +49,8 @@ type transition struct {
 	Exit   int
 	Output string
 	Via    string
+	Held   int64
+	Total  int64
 }
 
 // appendTransitions writes ts as a JSON array of arrays, by hand: it is on
@@ -70,6 +75,12 @@ func appendTransitions(b []byte, ts []transition) []byte {
 		b = appendJSONString(b, t.Output)
 		b = append(b, ',')
 		b = appendJSONString(b, t.Via)
+		if t.Total > 0 {
+			b = append(b, ',')
+			b = strconv.AppendInt(b, t.Held, 10)
+			b = append(b, ',')
+			b = strconv.AppendInt(b, t.Total, 10)
+		}
 		b = append(b, ']')
 	}
 	return append(b, ']')
@@ -91,7 +102,7 @@ func appendJSONString(b []byte, s string) []byte {
 
 // UnmarshalJSON reads what MarshalJSON wrote.
 func (t *transition) UnmarshalJSON(b []byte) error {
-	return json.Unmarshal(b, &[]any{&t.Peer, &t.State, &t.At, &t.Reason, &t.Exit, &t.Output, &t.Via})
+	return json.Unmarshal(b, &[]any{&t.Peer, &t.State, &t.At, &t.Reason, &t.Exit, &t.Output, &t.Via, &t.Held, &t.Total})
 }
 
 // peerString is a peer ID's text form, remembered: each destination
@@ -325,21 +336,21 @@ func (s *Store) writeStates(ctx context.Context, states map[destKey]destState, u
 // writeStatesSQLite upserts states with a prepared statement of many rows:
 // SQLite binds parameters faster than it reads them back from JSON.
 func writeStatesSQLite(ctx context.Context, tx *tx, rows []stateRow) error {
-	const chunk = 500 // rows per statement: 4,000 parameters
+	const chunk = 500 // rows per statement: 5,000 parameters
 	stmts := map[int]*stmt{}
 	defer func() {
 		for _, st := range stmts {
 			st.Close()
 		}
 	}()
-	args := make([]any, 0, 8*chunk)
+	args := make([]any, 0, 10*chunk)
 	for i := 0; i < len(rows); i += chunk {
 		part := rows[i:min(i+chunk, len(rows))]
 		st := stmts[len(part)]
 		if st == nil {
 			var err error
-			q := `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via) VALUES ` +
-				strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?), ", len(part)-1) + "(?, ?, ?, ?, ?, ?, ?, ?)" + upsertStatesOn
+			q := `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via, held, total) VALUES ` +
+				strings.Repeat("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?), ", len(part)-1) + "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)" + upsertStatesOn
 			if st, err = tx.PrepareContext(ctx, q); err != nil {
 				return fmt.Errorf("write job states: %w", err)
 			}
@@ -347,7 +358,7 @@ func writeStatesSQLite(ctx context.Context, tx *tx, rows []stateRow) error {
 		}
 		args = args[:0]
 		for _, r := range part {
-			args = append(args, r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via)
+			args = append(args, r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via, r.Held, r.Total)
 		}
 		if _, err := st.ExecContext(ctx, args...); err != nil {
 			return fmt.Errorf("write %d job states: %w", len(part), err)
@@ -362,7 +373,7 @@ func writeStatesPG(ctx context.Context, tx *tx, rows []stateRow) error {
 	for i := 0; i < len(rows); i += chunk {
 		var batch [][]any
 		for _, r := range rows[i:min(i+chunk, len(rows))] {
-			batch = append(batch, []any{r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via})
+			batch = append(batch, []any{r.job, r.peer, r.State, r.At, r.Reason, r.Exit, r.Output, r.Via, r.Held, r.Total})
 		}
 		if err := tx.execBatch(ctx, upsertStatesPG, nil, batch); err != nil {
 			return fmt.Errorf("write %d job states: %w", len(batch), err)
@@ -403,7 +414,7 @@ func (s *Store) replayStates(ctx context.Context) error {
 		}
 		for _, t := range ts {
 			k := destKey{job, t.Peer}
-			st := destState{State: t.State, At: t.At, Reason: t.Reason, Exit: t.Exit, Output: t.Output, Via: t.Via}
+			st := destState{State: t.State, At: t.At, Reason: t.Reason, Exit: t.Exit, Output: t.Output, Via: t.Via, Held: t.Held, Total: t.Total}
 			if cur, ok := states[k]; !ok || newer(st, cur) {
 				states[k] = st
 			}

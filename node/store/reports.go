@@ -69,6 +69,10 @@ type JobState struct {
 	Reason string `cbor:"2,keyasint,omitempty"`
 	Exit   int    `cbor:"3,keyasint,omitempty"`
 	Output string `cbor:"4,keyasint,omitempty"`
+	// Held and Total, while fetching: bytes of the package held at the
+	// destination, of the package's total.
+	Held  int64 `cbor:"5,keyasint,omitempty"`
+	Total int64 `cbor:"6,keyasint,omitempty"`
 }
 
 // KindJobStatus is the report kind of a job state transition.
@@ -203,12 +207,13 @@ const stateRank = `CASE %s WHEN 'waiting' THEN 0 WHEN 'received' THEN 1 WHEN 'fe
 
 // upsertStatesPG writes destinations' latest states, one array per column:
 // the newest wins. (SQLite's form is in writeStatesSQLite.)
-var upsertStatesPG = batchSQL{postgres: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via)
-	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[])` + upsertStatesOn}
+var upsertStatesPG = batchSQL{postgres: `INSERT INTO job_states(job_id, peer_id, state, at, reason, exit_code, output, via, held, total)
+	SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::bigint[], $7::text[], $8::text[],
+		$9::bigint[], $10::bigint[])` + upsertStatesOn}
 
 var upsertStatesOn = `
 	ON CONFLICT(job_id, peer_id) DO UPDATE SET state=excluded.state, at=excluded.at, reason=excluded.reason,
-		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via
+		exit_code=excluded.exit_code, output=excluded.output, via=excluded.via, held=excluded.held, total=excluded.total
 	WHERE excluded.state != 'waiting' AND (job_states.state = 'waiting' OR excluded.at > job_states.at OR
 		(excluded.at = job_states.at AND ` + stateRankExcluded + ` > ` + stateRankStored + `))`
 
@@ -250,7 +255,7 @@ func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
 			// order of arrival; the transitions that moved it are its
 			// history, so a report that arrives twice is recorded once.
 			k := destKey{st.Job, origin}
-			rec := destState{State: st.State, At: r.At, Reason: st.Reason, Exit: st.Exit, Output: st.Output, Via: viaID}
+			rec := destState{State: st.State, At: r.At, Reason: st.Reason, Exit: st.Exit, Output: st.Output, Via: viaID, Held: st.Held, Total: st.Total}
 			cur, ok, err := s.latestIn(ctx, tx, g.overlay, k)
 			if err != nil {
 				return err
@@ -259,7 +264,7 @@ func (s *Store) applyTx(ctx context.Context, g *groupTx, req *applyReq) error {
 				continue
 			}
 			g.overlay[k] = rec
-			moved[st.Job] = append(moved[st.Job], transition{origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID})
+			moved[st.Job] = append(moved[st.Job], transition{origin, st.State, r.At, st.Reason, st.Exit, st.Output, viaID, st.Held, st.Total})
 		default:
 			// Unknown kinds are only passed on.
 		}
@@ -303,6 +308,8 @@ type DestState struct {
 	Exit   int
 	Output string
 	Via    string
+	Held   int64 // while fetching: bytes of the package held, of Total
+	Total  int64
 }
 
 // JobStates returns the latest state of every destination that reported.
@@ -310,7 +317,7 @@ func (s *Store) JobStates(ctx context.Context, job string) ([]DestState, error) 
 	if err := s.flushStates(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via FROM job_states
+	rows, err := s.db.QueryContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via, held, total FROM job_states
 		WHERE job_id = ? ORDER BY peer_id`, job)
 	if err != nil {
 		return nil, fmt.Errorf("read job states: %w", err)
@@ -320,7 +327,7 @@ func (s *Store) JobStates(ctx context.Context, job string) ([]DestState, error) 
 	for rows.Next() {
 		var d DestState
 		var at int64
-		if err := rows.Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via); err != nil {
+		if err := rows.Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via, &d.Held, &d.Total); err != nil {
 			return nil, err
 		}
 		d.At = time.UnixMilli(at).UTC()
@@ -336,8 +343,8 @@ func (s *Store) JobState(ctx context.Context, job, peerID string) (d DestState, 
 		return d, false, err
 	}
 	var at int64
-	err = s.db.QueryRowContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via FROM job_states
-		WHERE job_id = ? AND peer_id = ?`, job, peerID).Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via)
+	err = s.db.QueryRowContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via, held, total FROM job_states
+		WHERE job_id = ? AND peer_id = ?`, job, peerID).Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via, &d.Held, &d.Total)
 	if err == sql.ErrNoRows {
 		return d, false, nil
 	}
@@ -354,6 +361,8 @@ type Transition struct {
 	At     time.Time
 	Reason string
 	Exit   int
+	Held   int64 // while fetching
+	Total  int64
 }
 
 // JobHistory returns the transitions of one destination of a job, oldest
@@ -377,7 +386,7 @@ func (s *Store) JobHistory(ctx context.Context, job, peerID string) ([]Transitio
 		}
 		for _, t := range ts {
 			if t.Peer == peerID {
-				out = append(out, Transition{State: t.State, At: time.UnixMilli(t.At).UTC(), Reason: t.Reason, Exit: t.Exit})
+				out = append(out, Transition{State: t.State, At: time.UnixMilli(t.At).UTC(), Reason: t.Reason, Exit: t.Exit, Held: t.Held, Total: t.Total})
 			}
 		}
 	}
