@@ -130,6 +130,10 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	if !h.Initialised() {
 		return nil, fmt.Errorf("%s holds no node: create one with 'swdist init' or 'swdist join TOKEN' (or pass --home)", h.Dir)
 	}
+	if !opts.NoAPI && api.Answering(h.Socket()) {
+		// Before anything else binds or opens: its ports, its database.
+		return nil, fmt.Errorf("a daemon is already running on %s", h.Socket())
+	}
 	cfg, err := config.Load(h.Config())
 	if err != nil {
 		return nil, err

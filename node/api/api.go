@@ -116,10 +116,18 @@ type Server struct {
 	log *slog.Logger
 }
 
+// Answering reports whether a daemon answers on the socket at path.
+func Answering(path string) bool {
+	c, err := net.DialTimeout("unix", path, time.Second)
+	if err == nil {
+		c.Close()
+	}
+	return err == nil
+}
+
 // Listen binds the socket at path, refusing if a daemon already answers there.
 func Listen(path string, b Backend, log *slog.Logger) (*Server, error) {
-	if c, err := net.DialTimeout("unix", path, time.Second); err == nil {
-		c.Close()
+	if Answering(path) {
 		return nil, fmt.Errorf("a daemon is already running on %s", path)
 	}
 	_ = os.Remove(path) // a stale socket from a daemon that died
