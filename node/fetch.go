@@ -28,6 +28,7 @@ const (
 	ancestorTry = 10 * time.Second       // how long to try reaching an ancestor
 	routeWait   = 3 * time.Second        // how long a child's request waits for this node's own fetch to know its peers
 	upstreamMax = 4                      // requests in flight to the parent (or an ancestor)
+	meetWait    = 2 * time.Second        // how long the peer with the higher ID waits for the other to dial
 )
 
 // A claim marks a block being fetched by this node; done closes when the
@@ -183,9 +184,7 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, err
 	if _, ok := n.member.Peer(n.parent); !ok {
 		if left := ancestorTry - time.Since(n.started); left > 0 {
 			// Just started: the parent link may not be up yet.
-			wctx, cancel := context.WithTimeout(ctx, left)
-			_, _ = n.member.Wait(wctx, n.parent)
-			cancel()
+			n.waitVerified(ctx, n.parent, left)
 		}
 	}
 	if _, ok := n.member.Peer(n.parent); ok {
@@ -505,11 +504,40 @@ func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid) er
 		return err
 	}
 	if len(need) > 0 {
+		n.meet(ctx, from)
 		if _, err := n.exchange.Fetch(ctx, from, need); err != nil {
 			return err
 		}
 	}
 	return waitAll(ctx, theirs)
+}
+
+// meet makes sure this node and peer p, which fetch from each other, are
+// connected without both dialing at once: two dials that cross can meet in
+// one simultaneous-open TCP connection (both sides dial from their listen
+// port) where both start Noise as the initiator and fail. The peer with
+// the lower ID dials; the other waits a little for it, then dials anyway.
+func (n *Node) meet(ctx context.Context, p peer.ID) {
+	if _, ok := n.member.Peer(p); ok || n.host.ID() < p {
+		return // connected, or this node dials (NewStream does)
+	}
+	n.waitVerified(ctx, p, meetWait)
+}
+
+// waitVerified waits, at most d, until p is connected and verified.
+func (n *Node) waitVerified(ctx context.Context, p peer.ID, d time.Duration) {
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	for {
+		if _, ok := n.member.Peer(p); ok {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
 }
 
 // setRoute records which peer this node fetches each block from while it

@@ -37,12 +37,7 @@ func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater co
 	}
 	opts := []libp2p.Option{
 		libp2p.Identity(key),
-		// Outbound TCP from ephemeral ports: with the listen port reused,
-		// two members dialing each other at once (sibling relays, site
-		// peers) could meet in one simultaneous-open connection where both
-		// start Noise as the initiator and fail. Reuse only serves NAT
-		// traversal, which the tree does not do.
-		libp2p.Transport(tcp.NewTCPTransport, tcp.DisableReuseport()),
+		libp2p.Transport(tcp.NewTCPTransport),
 		libp2p.Transport(quic.NewTransport),
 		libp2p.Security(noise.ID, noise.New),
 		libp2p.DisableRelay(),
