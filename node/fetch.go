@@ -29,6 +29,10 @@ const (
 	routeWait   = 3 * time.Second        // how long a child's request waits for this node's own fetch to know its peers
 	upstreamMax = 4                      // requests in flight to the parent (or an ancestor)
 	meetWait    = 2 * time.Second        // how long the peer with the higher ID waits for the other to dial
+	// A block upstream lacked is asked for again this many times, this
+	// long apart, before the fetch fails.
+	upstreamRetries   = 3
+	upstreamRetryWait = time.Second
 )
 
 // A claim marks a block being fetched by this node; done closes when the
@@ -161,6 +165,19 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) e
 	n.releaseBlocks(mine)
 	if werr := waitAll(ctx, theirs); werr != nil {
 		return werr
+	}
+	if err == nil && len(theirs) > 0 {
+		// Another fetch this one waited for may have failed (a peer that
+		// went away): what it did not bring is fetched from upstream now.
+		if left, aerr := n.absent(ctx, cids); aerr == nil && len(left) > 0 {
+			again, _ := n.claimBlocks(left, true, false)
+			if len(again) > 0 {
+				var m2 []cid.Cid
+				m2, err = n.fromUpstream(ctx, again)
+				missing = append(missing, m2...)
+			}
+			n.releaseBlocks(again)
+		}
 	}
 	if err == nil && len(missing) > 0 {
 		err = fmt.Errorf("%d of %d blocks not found at the parent", len(missing), len(cids))
@@ -347,6 +364,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 	queue := slices.Clone(cids)
 	rand.Shuffle(len(queue), func(i, j int) { queue[i], queue[j] = queue[j], queue[i] })
 	upstreamOnly := map[string]bool{}
+	upTries := map[string]int{} // times upstream lacked a block
 	dropped := map[peer.ID]bool{}
 	var peers []peer.ID
 	var asked time.Time
@@ -420,11 +438,29 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 			}))
 		}
 		if r.from == "" {
-			if r.err != nil {
-				return r.err
+			if r.err == nil && len(left) == 0 {
+				continue
 			}
-			if len(left) > 0 {
-				return fmt.Errorf("%d blocks not found upstream", len(left))
+			// Upstream lacked some of them for now (its own fetch of
+			// them failed, or they are on their way): asked again a few
+			// times, then the fetch fails.
+			for _, c := range left {
+				if upTries[c.KeyString()]++; upTries[c.KeyString()] > upstreamRetries {
+					if r.err != nil {
+						return r.err
+					}
+					return fmt.Errorf("%d blocks not found upstream after %d tries", len(left), upstreamRetries+1)
+				}
+			}
+			n.log.Debug("upstream lacked blocks: asking again", "blocks", len(left), "err", r.err)
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(upstreamRetryWait):
+			}
+			for _, c := range left {
+				upstreamOnly[c.KeyString()] = true
+				queue = append(queue, c)
 			}
 			continue
 		}

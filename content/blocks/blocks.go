@@ -10,7 +10,9 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
+	"time"
 
 	bstore "github.com/ipfs/boxo/blockstore"
 	blockformat "github.com/ipfs/go-block-format"
@@ -45,7 +47,18 @@ func Open(dir string) (*Store, error) {
 	if err := os.MkdirAll(filepath.Dir(dir), 0o755); err != nil {
 		return nil, fmt.Errorf("block store %s: %w", dir, err)
 	}
-	ds, err := flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
+	var ds *flatfs.Datastore
+	var err error
+	for try := 0; ; try++ {
+		ds, err = flatfs.CreateOrOpen(dir, flatfs.NextToLast(2), false)
+		// flatfs empties its temporary directory at open; a daemon
+		// writing a block into it at that moment ('package add' beside a
+		// running node) makes that fail for an instant.
+		if err == nil || try == 10 || !strings.Contains(err.Error(), "temporary directory") {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("block store %s: %w", dir, err)
 	}

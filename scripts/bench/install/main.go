@@ -128,6 +128,16 @@ func run(ctx context.Context, relays, clients, size int) error {
 	}
 	g := server.GossipTraffic()
 	fmt.Printf("all succeeded:        %d of %d clients in %s (submit to the server's status saying so)\n", st.Counts["succeeded"], want, took.Round(time.Millisecond))
+	if st.Counts["succeeded"] != want {
+		fmt.Printf("states:               %v\n", st.Counts)
+		for i, f := range st.Failed {
+			if i == 5 {
+				fmt.Printf("                      … and %d more\n", len(st.Failed)-i)
+				break
+			}
+			fmt.Printf("failed:               %s: %s\n", f.PeerID, f.Reason)
+		}
+	}
 	fmt.Printf("server, blocks sent:  %d to %d peers (%d blocks a copy: %.2f copies of the package)\n", sent, len(served), p.Chunks+1, float64(sent)/float64(p.Chunks+1))
 	fmt.Printf("server, reports:      %d reports in %d batches received (%.1f reports a batch)\n", reports-reports0, batches-batches0,
 		float64(reports-reports0)/float64(max(1, batches-batches0)))
