@@ -306,11 +306,9 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 	if err != nil {
 		return r, err
 	}
-	sizes := make([]uint64, len(r.Chunks))
 	size := map[string]int64{}
 	var total int64
 	for i, c := range r.Chunks {
-		sizes[i] = uint64(c.Stored)
 		if k := r.ChunkCID(i).KeyString(); size[k] == 0 { // a chunk twice in the package is held once
 			size[k] = int64(c.Stored)
 			total += int64(c.Stored)
@@ -333,7 +331,7 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 		}
 		progress(held, total)
 	}
-	if err := n.getBlocks(ctx, root, r.CIDs(), sizes, missing, arrived); err != nil {
+	if err := n.getBlocks(ctx, root, r, missing, arrived); err != nil {
 		return pkg.Root{}, fmt.Errorf("fetch package %s@%s (%s): %w", r.Name, r.Version, root, err)
 	}
 	return r, nil
@@ -345,8 +343,8 @@ type fetched struct {
 	err   error
 }
 
-// getBlocks fetches cids, blocks of the package root (whose blocks are
-// all, in order, of the given sizes), for this node. The parent names this node's peers for
+// getBlocks fetches cids, blocks of the package root (whose root block is
+// rootBlock), for this node. The parent names this node's peers for
 // the package; each block has one owner among this node and them
 // (swarm.Shares; swarm.Owner for a failed peer's): this node fetches its own share
 // from upstream and the rest from the owners, which pull their share
@@ -354,7 +352,12 @@ type fetched struct {
 // is fetched from upstream. Blocks are taken in a random order, in small
 // groups, a few at a time per peer.
 // arrived is told each group of blocks that arrived.
-func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes []uint64, cids []cid.Cid, arrived func([]cid.Cid)) error {
+func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, cids []cid.Cid, arrived func([]cid.Cid)) error {
+	all := rootBlock.CIDs()
+	sizes := make([]uint64, len(rootBlock.Chunks))
+	for i, c := range rootBlock.Chunks {
+		sizes[i] = uint64(c.Stored)
+	}
 	n.want(cids, 1)
 	defer n.want(cids, -1)
 	defer n.setRoute(nil)
@@ -387,14 +390,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 		clear(owner)
 		shares := swarm.Shares(all, sizes, n.host.ID(), peers)
 		for _, c := range queue {
-			o, ok := shares[c.KeyString()]
-			if !ok {
-				o = swarm.Owner(c, n.host.ID(), peers)
-			}
-			if o == n.host.ID() {
-				o = ""
-			}
-			owner[c.KeyString()] = o
+			owner[c.KeyString()] = n.ownerOf(c, peers, shares)
 		}
 		n.setRoute(owner)
 	}
@@ -458,19 +454,13 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 				return ctx.Err()
 			case <-time.After(upstreamRetryWait):
 			}
-			for _, c := range left {
-				upstreamOnly[c.KeyString()] = true
-				queue = append(queue, c)
-			}
-			continue
-		}
-		if r.err != nil {
+		} else if r.err != nil {
 			n.log.Warn("peer failed to serve blocks; fetching its share elsewhere", "peer", r.from, "err", r.err)
 			dropped[r.from] = true
 			peers = slices.DeleteFunc(peers, func(p peer.ID) bool { return p == r.from })
 			for _, c := range queue {
 				if owner[c.KeyString()] == r.from {
-					owner[c.KeyString()] = n.ownerOf(c, peers)
+					owner[c.KeyString()] = n.ownerOf(c, peers, nil)
 				}
 			}
 			n.setRoute(owner)
@@ -483,12 +473,18 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, all []cid.Cid, sizes
 	return nil
 }
 
-// ownerOf is who this node asks for c: "" for upstream.
-func (n *Node) ownerOf(c cid.Cid, peers []peer.ID) peer.ID {
-	if o := swarm.Owner(c, n.host.ID(), peers); o != n.host.ID() {
-		return o
+// ownerOf is who this node asks for c, "" for upstream: its owner in
+// shares, or, for a block shares do not place (a failed peer's, with
+// shares nil), by rendezvous among this node and peers.
+func (n *Node) ownerOf(c cid.Cid, peers []peer.ID, shares map[string]peer.ID) peer.ID {
+	o, ok := shares[c.KeyString()]
+	if !ok {
+		o = swarm.Owner(c, n.host.ID(), peers)
 	}
-	return ""
+	if o == n.host.ID() {
+		return ""
+	}
+	return o
 }
 
 // nextGroup takes from the queue the next group of blocks to ask one

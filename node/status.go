@@ -144,7 +144,7 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 		lineage = append([]string{t.PeerID}, lineage...)
 		// The admin's scope bounds the destinations: it must be this node
 		// or one of its ancestors.
-		if m.Target.MatchNode(t.Role, t.Site, t.Groups, lineage) && slices.Contains(lineage, a.Scope.String()) {
+		if destination(m.Target, a.Scope.String(), t.Role, t.Site, t.Groups, lineage) {
 			count(t.PeerID, sub)
 		}
 		for _, c := range t.Children {
@@ -157,11 +157,7 @@ func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api
 	}
 	// The view starts at this node; its lineage goes on with this node's
 	// ancestors, so an admin scoped above this node covers the whole view.
-	var ancestors []string
-	for _, c := range n.selfCerts()[1:] {
-		ancestors = append(ancestors, c.PeerID.String())
-	}
-	walk(n.viewer.View(ctx, -1), ancestors, "")
+	walk(n.viewer.View(ctx, -1), n.lineage()[1:], "")
 	// A destination that reported counts even where the view has lost it
 	// (its relay offline since this node started, or the machine moved).
 	for _, d := range states {
@@ -249,10 +245,7 @@ func (n *Node) JobDestination(ctx context.Context, id, q string) (api.DestStatus
 // now: the job is held here for it, and the nodes above see that instead
 // of "not reported". Whatever the child reports once back replaces it.
 func (n *Node) markWaiting(ctx context.Context, v gossip.Verified) {
-	var lineage []string
-	for _, c := range n.selfCerts() {
-		lineage = append(lineage, c.PeerID.String())
-	}
+	lineage := n.lineage()
 	var reports []report.Report
 	now := time.Now().UnixMilli()
 	for _, c := range n.registry.List() {
@@ -260,7 +253,7 @@ func (n *Node) markWaiting(ctx context.Context, v gossip.Verified) {
 			continue
 		}
 		lin := append([]string{c.PeerID.String()}, lineage...)
-		if !v.Target.MatchNode(string(c.Role), c.Site, c.Groups, lin) || !slices.Contains(lin, v.Admin.Scope.String()) {
+		if !destination(v.Target, v.Admin.Scope.String(), string(c.Role), c.Site, c.Groups, lin) {
 			continue
 		}
 		body, err := cert.Marshal(store.JobState{Job: v.JobID, State: store.StateWaiting, Reason: "offline; held by its relay"})
@@ -288,15 +281,12 @@ func (n *Node) markWaiting(ctx context.Context, v gossip.Verified) {
 func (n *Node) targetsBelow(ctx context.Context, v gossip.Verified) bool {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	var lineage []string
-	for _, c := range n.selfCerts() {
-		lineage = append(lineage, c.PeerID.String())
-	}
+	lineage := n.lineage()
 	scope := v.Admin.Scope.String()
 	var walk func(t tree.Node, lineage []string) bool
 	walk = func(t tree.Node, lineage []string) bool {
 		lineage = append([]string{t.PeerID}, lineage...)
-		if v.Target.MatchNode(t.Role, t.Site, t.Groups, lineage) && slices.Contains(lineage, scope) {
+		if destination(v.Target, scope, t.Role, t.Site, t.Groups, lineage) {
 			return true
 		}
 		if t.Error != "" || len(t.Children) < t.ChildrenCount || (t.Role == string(cert.RoleRelay) && !t.Online) {
@@ -306,4 +296,20 @@ func (n *Node) targetsBelow(ctx context.Context, v gossip.Verified) bool {
 	}
 	view := n.viewer.View(ctx, -1)
 	return slices.ContainsFunc(view.Children, func(c tree.Node) bool { return walk(c, lineage) })
+}
+
+// lineage is this node's chain as peer IDs: this node first, the root last.
+func (n *Node) lineage() []string {
+	var out []string
+	for _, c := range n.selfCerts() {
+		out = append(out, c.PeerID.String())
+	}
+	return out
+}
+
+// destination says whether a node (its role, site and groups, and its
+// lineage: itself first, the root last) is a destination of a job for
+// target by an administrator of scope, which must be the node or above it.
+func destination(target gossip.Selector, scope, role, site string, groups, lineage []string) bool {
+	return target.MatchNode(role, site, groups, lineage) && slices.Contains(lineage, scope)
 }
