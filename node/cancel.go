@@ -65,12 +65,17 @@ func (n *Node) applyEarlierCancels(ctx context.Context, v gossip.Verified) {
 		if err != nil {
 			continue
 		}
+		// Checked again (cancelJob needs it verified) only if it is this
+		// job's.
+		if m, _, err := gossip.Describe(raw); err != nil || m.Params[gossip.ParamJob] != v.JobID {
+			continue
+		}
 		s, err := gossip.Decode(raw)
 		if err != nil {
 			continue
 		}
 		c, err := gossip.Open(n.verifier, s, time.Now())
-		if err != nil || c.Params[gossip.ParamJob] != v.JobID {
+		if err != nil {
 			continue
 		}
 		n.cancelJob(ctx, c)

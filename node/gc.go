@@ -63,7 +63,11 @@ func (n *Node) collectGarbage(ctx context.Context) (GCResult, error) {
 	// A pinned package may not be recorded yet: its fetch is under way or
 	// was interrupted, and resumes from what it holds.
 	for c := range keep {
-		for _, h := range n.packageHashes(ctx, c) {
+		hs, ok := blocksOf[c]
+		if !ok {
+			hs = n.packageHashes(ctx, c)
+		}
+		for _, h := range hs {
 			pinned[h] = true
 		}
 	}
