@@ -75,6 +75,20 @@ func startMember(t *testing.T, key crypto.PrivKey, chain cert.Chain, v *cert.Ver
 	return m
 }
 
+// rootAndOutsider starts an organisation's root member and connects to it
+// a plain libp2p host with no certificate.
+func rootAndOutsider(ctx context.Context, t *testing.T) (*member_, host.Host) {
+	t.Helper()
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	root := startMember(t, rn.Key, rn.Chain, o.V)
+	outsider := newHost(t, certtest.NewKey(t), nil)
+	if err := connect(ctx, outsider, root.h); err != nil {
+		t.Fatal(err)
+	}
+	return root, outsider
+}
+
 func connect(ctx context.Context, from, to host.Host) error {
 	return from.Connect(ctx, peer.AddrInfo{ID: to.ID(), Addrs: to.Addrs()})
 }
@@ -216,13 +230,7 @@ func waitDisconnected(t *testing.T, h host.Host, p peer.ID) {
 func TestOutsider(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	root := startMember(t, rn.Key, rn.Chain, o.V)
-	outsider := newHost(t, certtest.NewKey(t), nil)
-	if err := connect(ctx, outsider, root.h); err != nil {
-		t.Fatal(err)
-	}
+	root, outsider := rootAndOutsider(ctx, t)
 	start := time.Now()
 	if err := ask(ctx, outsider, root.h.ID()); err == nil {
 		t.Fatal("outsider got an answer")
@@ -287,13 +295,7 @@ func TestRecheckDropsRevoked(t *testing.T) {
 func TestRefusalNoticeOnlyFromVerifiedPeers(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	root := startMember(t, rn.Key, rn.Chain, o.V)
-	outsider := newHost(t, certtest.NewKey(t), nil)
-	if err := connect(ctx, outsider, root.h); err != nil {
-		t.Fatal(err)
-	}
+	root, outsider := rootAndOutsider(ctx, t)
 	if s, err := outsider.NewStream(ctx, root.h.ID(), member.RefusalProtocol); err == nil {
 		_, _ = s.Write([]byte{5, 0xa1, 0x00, 0x62, 'n', 'o'})
 		_ = s.CloseWrite()
