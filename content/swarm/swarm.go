@@ -24,6 +24,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -78,7 +79,8 @@ type Config struct {
 	TTL time.Duration
 	// Gather is how long the first child to ask for a package waits for
 	// its answer, so that the children that start with it are in it
-	// (default 300ms).
+	// (default 300ms). The wait ends sooner once every connected child
+	// alike to it has asked.
 	Gather time.Duration
 	Logger *slog.Logger
 }
@@ -105,9 +107,10 @@ type Service struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	fetchers  map[string][]asked   // by root CID, in the order they asked
-	first     map[string]time.Time // when the first of them asked, by root CID
-	ancestors []peer.AddrInfo      // above the parent, learnt from it
+	fetchers  map[string][]asked       // by root CID, in the order they asked
+	first     map[string]time.Time     // when the first of them asked, by root CID
+	gathered  map[string]chan struct{} // by root CID and kin: closed once all of that kin asked
+	ancestors []peer.AddrInfo          // above the parent, learnt from it
 }
 
 type asked struct {
@@ -118,7 +121,7 @@ type asked struct {
 // New makes a Service; Start serves the protocol.
 func New(h host.Host, cfg Config) *Service {
 	cfg.setDefaults()
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}, gathered: map[string]chan struct{}{}}
 }
 
 // Start serves the protocol to this node's children.
@@ -140,7 +143,13 @@ func (s *Service) Start() {
 			// manifest) wait until it has passed and all get the same
 			// peers, so that they agree on who fetches which block from
 			// the start.
-			time.Sleep(s.register(root, pr))
+			wait, all := s.register(root, pr)
+			t := time.NewTimer(wait)
+			select {
+			case <-t.C:
+			case <-all:
+				t.Stop()
+			}
 			for _, p := range s.peersFor(root, pr) {
 				resp.Peers = append(resp.Peers, s.infoOf(p))
 			}
@@ -153,15 +162,29 @@ func (s *Service) Start() {
 func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
 
 // register notes that child pr fetches root, and says how long to wait for
-// the others that start with it: until Gather after the first asked.
-func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration) {
+// the others that start with it: until Gather after the first asked, or
+// until all closes, once every connected child alike to pr has asked.
+func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, all <-chan struct{}) {
 	now := time.Now()
+	// Outside the lock: the children connected now, to tell when all
+	// alike to pr have asked.
+	var kin []peer.ID
+	for _, p := range s.cfg.Member.Peers() {
+		if p.Cert.Parent == s.h.ID() && alike(p.Cert, pr.Cert) {
+			kin = append(kin, p.ID)
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, list := range s.fetchers {
 		if list = slices.DeleteFunc(list, func(a asked) bool { return now.Sub(a.at) > s.cfg.TTL }); len(list) == 0 {
 			delete(s.fetchers, k)
 			delete(s.first, k)
+			for g := range s.gathered {
+				if strings.HasPrefix(g, k) {
+					delete(s.gathered, g)
+				}
+			}
 		} else {
 			s.fetchers[k] = list
 		}
@@ -177,7 +200,35 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration) {
 			s.first[key] = now
 		}
 	}
-	return s.first[key].Add(s.cfg.Gather).Sub(now)
+	g := key + kinOf(pr.Cert)
+	ch, ok := s.gathered[g]
+	if !ok {
+		ch = make(chan struct{})
+		s.gathered[g] = ch
+	}
+	if !isClosed(ch) && !slices.ContainsFunc(kin, func(p peer.ID) bool {
+		return !slices.ContainsFunc(list, func(a asked) bool { return a.peer.ID == p })
+	}) {
+		close(ch)
+	}
+	return s.first[key].Add(s.cfg.Gather).Sub(now), ch
+}
+
+// kinOf names the group of children alike to one with certificate c.
+func kinOf(c cert.Cert) string {
+	if c.Role == cert.RoleRelay {
+		return "\x00relay"
+	}
+	return "\x00" + string(c.Role) + "\x00" + c.Site
+}
+
+func isClosed(ch chan struct{}) bool {
+	select {
+	case <-ch:
+		return true
+	default:
+		return false
+	}
 }
 
 // peersFor are child pr's peers for root: the first MaxPeers alike
