@@ -133,7 +133,10 @@ func (s *Service) Start() {
 		if len(absent) > 0 {
 			go func() {
 				defer close(upDone)
-				if err := s.cfg.Upstream(ctx, pr, absent); err != nil {
+				// Once every block asked for has gone out, the answer is
+				// done and ctx with it: what the pull-through still waited
+				// for came another way.
+				if err := s.cfg.Upstream(ctx, pr, absent); err != nil && ctx.Err() == nil {
 					s.log.Debug("pull blocks through from upstream", "for", pr.ID, "n", len(absent), "err", err)
 				}
 			}()

@@ -45,6 +45,7 @@ type options struct {
 	quick, resume  bool
 	noHTTP         bool
 	dir, bin       string
+	logLevel       string
 }
 
 func parse(args []string) (options, error) {
@@ -63,6 +64,7 @@ func parse(args []string) (options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")
 	fs.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP baseline")
+	fs.StringVar(&o.logLevel, "log-level", "", "the nodes' log level (debug, info, warn, error; default their config's), with -keep-dir to read them")
 	fs.StringVar(&o.dir, "dir", "", "work directory (wan.sh makes it)")
 	fs.StringVar(&o.bin, "swdist", "", "the swdist binary (wan.sh builds it)")
 	if err := fs.Parse(args); err != nil {
@@ -191,7 +193,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err = buildCluster(ctx, t, o.bin, o.dir, l)
+	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, l)
 	if err != nil {
 		return err
 	}

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +31,7 @@ type node struct {
 
 type cluster struct {
 	bin, dir string
+	logLevel string // written into each node's config before it starts, if set
 	l        *ledger
 	server   *node
 	relays   []*node   // by site
@@ -77,6 +79,17 @@ func (c *cluster) swdist(ctx context.Context, n *node, out any, args ...string) 
 
 // start runs n's daemon and waits until its control API answers.
 func (c *cluster) start(ctx context.Context, n *node) error {
+	if c.logLevel != "" {
+		cfg := filepath.Join(n.home, "config.toml")
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			return err
+		}
+		b = regexp.MustCompile(`(?m)^level = .*$`).ReplaceAll(b, []byte(fmt.Sprintf("level = %q", c.logLevel)))
+		if err := os.WriteFile(cfg, b, 0o600); err != nil {
+			return err
+		}
+	}
 	logf, err := os.OpenFile(n.home+".out", os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
@@ -141,8 +154,8 @@ func (c *cluster) stopAll() {
 // buildCluster enrolls every node with a real one-time token and starts
 // it: the server, then each site's relay (token from the server), then its
 // clients (tokens from the relay).
-func buildCluster(ctx context.Context, t *topo, bin, dir string, l *ledger) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, l: l, byPeer: map[string]*node{}}
+func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel string, l *ledger) (*cluster, error) {
+	c := &cluster{bin: bin, dir: dir, logLevel: logLevel, l: l, byPeer: map[string]*node{}}
 	listen := func(ip string) []string { return []string{"--listen", "/ip4/" + ip + "/tcp/7400"} }
 	c.server = &node{name: "server", ns: t.server, home: filepath.Join(dir, "server"), ip: t.serverIP(), role: "server", site: "hq"}
 	if err := c.swdist(ctx, c.server, nil, append([]string{"init", "--role", "server", "--site", "hq"}, listen(c.server.ip)...)...); err != nil {
