@@ -21,7 +21,7 @@ const blocksProto = "/swdist/blocks/1.0.0"
 type swResult struct {
 	last, first, median time.Duration   // by each client's clock: when it held the verified package
 	reported            time.Duration   // when the server knew the last client had it
-	relayHeld           []time.Duration // by site, by the relay's clock; 0 if not seen
+	relayHeld           []time.Duration // by site, as polled (every 100 ms); 0 if not seen
 	up                  uplinks         // at the last client's success
 	settled             uplinks         // 3 s later
 	bw                  map[*node]api.Bandwidth
@@ -144,6 +144,15 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	last, lastAt := before, t0
 	lastCPU := readCPU()
 	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
+		// A relay's record of the package says when to the second only:
+		// each is asked until it holds it.
+		for i, rl := range c.relays {
+			if r.relayHeld[i] == 0 {
+				if pk, err := rl.api.FindPackage(ctx, p.CID); err == nil && pk.Held {
+					r.relayHeld[i] = time.Since(t0)
+				}
+			}
+		}
 		if time.Since(lastAt) >= time.Second {
 			// What the uplinks carry: where the run is bound.
 			if now, err := t.readUplinks(ctx); err == nil {
@@ -188,11 +197,6 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 		times = append(times, d.At.Sub(t0))
 	}
 	r.first, r.median, r.last = spread(times)
-	for i, rl := range c.relays {
-		if pk, err := rl.api.FindPackage(ctx, p.CID); err == nil && pk.Held && pk.AddedAt.After(t0) {
-			r.relayHeld[i] = pk.AddedAt.Sub(t0)
-		}
-	}
 	time.Sleep(3 * time.Second)
 	settled, err := t.readUplinks(ctx)
 	if err != nil {
