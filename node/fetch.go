@@ -4,7 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"os"
 	"slices"
 	"sync"
 	"time"
@@ -12,6 +12,7 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/peer"
 
+	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/content/pkg"
 	"github.com/swdist/swdist/content/swarm"
 	"github.com/swdist/swdist/gossip"
@@ -21,7 +22,7 @@ import (
 
 // How a node fetches a package for itself.
 const (
-	groupSize   = 8                      // blocks per request: small, so that work moves to new peers quickly
+	groupSize   = 2                      // blocks per request: small, so that the last blocks do not wait behind deep requests
 	maxGroups   = 8                      // requests in flight
 	perPeer     = 4                      // requests in flight to one peer
 	peersEvery  = 500 * time.Millisecond // how often the parent is asked again for peers while fetching
@@ -33,6 +34,8 @@ const (
 	// long apart, before the fetch fails.
 	upstreamRetries   = 3
 	upstreamRetryWait = time.Second
+	peerRetryFor      = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
+	peerHoldOff       = 300 * time.Millisecond // how long after such a failure it is asked again
 )
 
 // A claim marks a block being fetched by this node; done closes when the
@@ -118,7 +121,7 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 		return nil
 	}
 	if from.Cert.Parent != n.host.ID() {
-		return n.pullThrough(ctx, cids, false)
+		return n.pullThrough(ctx, cids, false, false)
 	}
 	// This node's own fetch of the package may be about to learn its peers:
 	// wait for that, so that a child's first requests go where this node's
@@ -147,14 +150,24 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 	if len(viaParent) == 0 {
 		return nil
 	}
-	return n.pullThrough(ctx, viaParent, true)
+	return n.pullThrough(ctx, viaParent, true, false)
 }
 
 // pullThrough fetches from the parent the blocks of cids not being fetched
 // already, and waits for those that are: each block is asked for once
 // however many ask for it at the same time. forChild says the asker is a
-// child of this node, which may wait for any fetch (see claimBlocks).
-func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) error {
+// child of this node, which may wait for any fetch (see claimBlocks); own
+// says it is this node's own fetch, which waits for a request slot after
+// those for others (see upSlots).
+func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own bool) error {
+	// A few requests at a time: a relay's own fetch, its children's and its
+	// siblings' all go up this link, and fewer blocks in flight each come
+	// sooner, to be passed on while the rest arrive. The slot is taken
+	// before the blocks are claimed, so that a claim is always a fetch
+	// under way, never one waiting behind others.
+	if err := n.upstream.acquire(ctx, !own); err != nil {
+		return err
+	}
 	mine, theirs := n.claimBlocks(cids, true, forChild)
 	// Blocks fetched since the caller looked are not fetched again.
 	need, err := n.absent(ctx, mine)
@@ -163,6 +176,7 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) e
 		missing, err = n.fromUpstream(ctx, need)
 	}
 	n.releaseBlocks(mine)
+	n.upstream.release()
 	if werr := waitAll(ctx, theirs); werr != nil {
 		return werr
 	}
@@ -170,13 +184,17 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) e
 		// Another fetch this one waited for may have failed (a peer that
 		// went away): what it did not bring is fetched from upstream now.
 		if left, aerr := n.absent(ctx, cids); aerr == nil && len(left) > 0 {
-			again, _ := n.claimBlocks(left, true, false)
-			if len(again) > 0 {
-				var m2 []cid.Cid
-				m2, err = n.fromUpstream(ctx, again)
-				missing = append(missing, m2...)
+			// Its own slot, taken before the claim as above.
+			if err = n.upstream.acquire(ctx, !own); err == nil {
+				again, _ := n.claimBlocks(left, true, false)
+				if len(again) > 0 {
+					var m2 []cid.Cid
+					m2, err = n.fromUpstream(ctx, again)
+					missing = append(missing, m2...)
+				}
+				n.releaseBlocks(again)
+				n.upstream.release()
 			}
-			n.releaseBlocks(again)
 		}
 	}
 	if err == nil && len(missing) > 0 {
@@ -189,15 +207,6 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild bool) e
 // reachable, from the nearest ancestor that is (they serve nodes that are
 // not their children at a limited rate).
 func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, error) {
-	// A few requests at a time: a relay's own fetch, its children's and its
-	// siblings' all go up this link, and fewer blocks in flight each come
-	// sooner, to be passed on while the rest arrive.
-	select {
-	case n.upstream <- struct{}{}:
-		defer func() { <-n.upstream }()
-	case <-ctx.Done():
-		return cids, ctx.Err()
-	}
 	if _, ok := n.member.Peer(n.parent); !ok {
 		if left := ancestorTry - time.Since(n.started); left > 0 {
 			// Just started: the parent link may not be up yet.
@@ -294,7 +303,7 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 		if n.parent == "" {
 			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
 		}
-		if err := n.pullThrough(ctx, []cid.Cid{root}, false); err != nil {
+		if err := n.pullThrough(ctx, []cid.Cid{root}, false, false); err != nil {
 			return pkg.Root{}, fmt.Errorf("fetch package %s: %w", root, err)
 		}
 	}
@@ -349,8 +358,10 @@ type fetched struct {
 // (swarm.Shares; swarm.Owner for a failed peer's): this node fetches its own share
 // from upstream and the rest from the owners, which pull their share
 // through. A peer that fails is dropped and a block a peer did not deliver
-// is fetched from upstream. Blocks are taken in a random order, in small
-// groups, a few at a time per peer.
+// is fetched from upstream (a peer whose requests fail at once, as when a
+// dial races the peer's own, is asked again for a few seconds first).
+// Blocks are taken in the package's order, the same at every node, in
+// small groups, a few at a time per peer.
 // arrived is told each group of blocks that arrived.
 func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, cids []cid.Cid, arrived func([]cid.Cid)) error {
 	all := rootBlock.CIDs()
@@ -365,7 +376,10 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	defer cancel()
 
 	queue := slices.Clone(cids)
-	rand.Shuffle(len(queue), func(i, j int) { queue[i], queue[j] = queue[j], queue[i] })
+	// In the package's order, the same at every node: the peers that ask an
+	// owner for its share ask for the same blocks at about the same time,
+	// so that each block the owner gets from upstream goes out to all of
+	// them as it arrives.
 	upstreamOnly := map[string]bool{}
 	upTries := map[string]int{} // times upstream lacked a block
 	dropped := map[peer.ID]bool{}
@@ -400,13 +414,15 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 
 	results := make(chan fetched, maxGroups)
 	inflight := map[peer.ID]int{}
+	failed := map[peer.ID]time.Time{}  // when a peer first failed a request
+	holdOff := map[peer.ID]time.Time{} // a peer that failed is asked again after this
 	running := 0
 	for len(queue) > 0 || running > 0 {
 		if len(queue) > 0 && time.Since(asked) > peersEvery {
 			refresh()
 		}
 		for running < maxGroups {
-			from, group := n.nextGroup(&queue, owner, upstreamOnly, dropped, inflight)
+			from, group := n.nextGroup(&queue, owner, upstreamOnly, dropped, inflight, holdOff)
 			if group == nil {
 				break
 			}
@@ -433,6 +449,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 				return slices.ContainsFunc(left, c.Equals)
 			}))
 		}
+		retry := false // a peer asked again: its blocks stay its own
 		if r.from == "" {
 			if r.err == nil && len(left) == 0 {
 				continue
@@ -454,6 +471,14 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 				return ctx.Err()
 			case <-time.After(upstreamRetryWait):
 			}
+		} else if r.err != nil && n.retryPeer(r.from, r.err, failed) {
+			// A request that failed at once (a dial that failed while two
+			// peers dialled each other both ways) is asked again shortly:
+			// a peer dropped for it would have its share fetched from
+			// upstream for the rest of the fetch.
+			n.log.Info("peer failed to serve blocks; asking it again shortly", "peer", r.from, "err", r.err)
+			holdOff[r.from] = time.Now().Add(peerHoldOff)
+			retry = true
 		} else if r.err != nil {
 			n.log.Warn("peer failed to serve blocks; fetching its share elsewhere", "peer", r.from, "err", r.err)
 			dropped[r.from] = true
@@ -466,11 +491,26 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			n.setRoute(owner)
 		}
 		for _, c := range left {
-			upstreamOnly[c.KeyString()] = true
+			if !retry {
+				upstreamOnly[c.KeyString()] = true
+			}
 			queue = append(queue, c)
 		}
 	}
 	return nil
+}
+
+// retryPeer says whether a peer whose request failed with err is asked
+// again rather than dropped: not if it sent a bad block or stalled, and
+// not once it has been failing for peerRetryFor.
+func (n *Node) retryPeer(p peer.ID, err error, failed map[peer.ID]time.Time) bool {
+	if errors.Is(err, exchange.ErrBadBlock) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || n.exchange.BadBlocks()[p] > 0 {
+		return false
+	}
+	if _, ok := failed[p]; !ok {
+		failed[p] = time.Now()
+	}
+	return time.Since(failed[p]) < peerRetryFor
 }
 
 // ownerOf is who this node asks for c, "" for upstream: its owner in
@@ -490,7 +530,7 @@ func (n *Node) ownerOf(c cid.Cid, peers []peer.ID, shares map[string]peer.ID) pe
 // nextGroup takes from the queue the next group of blocks to ask one
 // source for: the source with the fewest requests in flight that has
 // blocks to give and room for another request.
-func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnly map[string]bool, dropped map[peer.ID]bool, inflight map[peer.ID]int) (peer.ID, []cid.Cid) {
+func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnly map[string]bool, dropped map[peer.ID]bool, inflight map[peer.ID]int, holdOff map[peer.ID]time.Time) (peer.ID, []cid.Cid) {
 	source := func(c cid.Cid) peer.ID {
 		k := c.KeyString()
 		if o, ok := owner[k]; ok && !upstreamOnly[k] && !dropped[o] {
@@ -501,7 +541,7 @@ func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnl
 	best, found := peer.ID(""), false
 	for _, c := range *queue {
 		s := source(c)
-		if inflight[s] >= perPeer {
+		if inflight[s] >= perPeer || time.Now().Before(holdOff[s]) {
 			continue
 		}
 		if !found || inflight[s] < inflight[best] {
@@ -527,7 +567,7 @@ func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnl
 // fetchGroup fetches group from upstream (from == "") or from a peer.
 func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid) error {
 	if from == "" {
-		return n.pullThrough(ctx, group, true)
+		return n.pullThrough(ctx, group, true, true)
 	}
 	mine, theirs := n.claimBlocks(group, false, true)
 	defer n.releaseBlocks(mine)

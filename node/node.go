@@ -100,7 +100,7 @@ type Node struct {
 	coll     collectState      // collect jobs' fetches (collect.go)
 	gcMu     sync.Mutex        // one garbage collection at a time
 	routings map[*routing]bool // fetches about to know their peers (fetch.go)
-	upstream chan struct{}     // requests in flight to the parent
+	upstream *upSlots          // requests in flight to the parent
 
 	started time.Time
 	cancel  context.CancelFunc
@@ -143,7 +143,7 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 		log = slog.Default()
 	}
 	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]*claim{},
-		wanted: map[string]int{}, route: map[string]peer.ID{}, routings: map[*routing]bool{}, upstream: make(chan struct{}, upstreamMax)}
+		wanted: map[string]int{}, route: map[string]peer.ID{}, routings: map[*routing]bool{}, upstream: newUpSlots(upstreamMax)}
 	defer func() {
 		if err != nil {
 			n.Close() // whatever was opened before the error
