@@ -13,3 +13,7 @@ import (
 func (n *Node) ApplyReportsFrom(ctx context.Context, from peer.ID, rs []report.Report) error {
 	return n.applyReports(ctx, from, rs)
 }
+
+// EndgameShare is the share of a package a node and its peers may take
+// from upstream at the end, beyond the package once.
+const EndgameShare = endgameShare

@@ -34,8 +34,11 @@ const (
 	// long apart, before the fetch fails.
 	upstreamRetries   = 3
 	upstreamRetryWait = time.Second
-	peerRetryFor      = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
-	peerHoldOff       = 300 * time.Millisecond // how long after such a failure it is asked again
+	// endgameShare of the package, shared among a node and its peers, may
+	// come from upstream at the end instead of from the peers that own it.
+	endgameShare = 0.08
+	peerRetryFor = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
+	peerHoldOff  = 300 * time.Millisecond // how long after such a failure it is asked again
 )
 
 // A claim marks a block being fetched by this node; done closes when the
@@ -412,6 +415,59 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	r, _ := ctx.Value(routingKey{}).(*routing)
 	n.routesKnown(r)
 
+	// At the end, once this node's own share is in and its parent's link
+	// is idle, it takes a few of its peers' blocks from upstream rather
+	// than wait for them behind the peers' uplinks: at most endgameShare
+	// of the package among all the peers and itself, so that the parent's
+	// link carries about (1 + endgameShare) times the package in all.
+	var total uint64
+	sizeOf := make(map[string]uint64, len(all))
+	for i, c := range all {
+		total += sizes[i]
+		sizeOf[c.KeyString()] = sizes[i]
+	}
+	var spent uint64
+	endgame := func(inflight map[peer.ID]int) {
+		if len(peers) == 0 || inflight[""] > 0 {
+			return
+		}
+		budget := uint64(float64(total) * endgameShare / float64(len(peers)+1))
+		left := map[peer.ID]int{}
+		for _, c := range queue {
+			k := c.KeyString()
+			if upstreamOnly[k] || owner[k] == "" {
+				return // own blocks still to fetch
+			}
+			left[owner[k]]++
+		}
+		// Only near the end, when what is left is about one round of
+		// requests per peer, and from the peer with the most left: the one
+		// whose uplink would finish last.
+		if len(queue) > perPeer*groupSize*len(peers) {
+			return
+		}
+		var slow peer.ID
+		for p, k := range left {
+			if slow == "" || k > left[slow] {
+				slow = p
+			}
+		}
+		moved := 0
+		for i := len(queue) - 1; i >= 0 && moved < groupSize; i-- {
+			k := queue[i].KeyString()
+			if owner[k] != slow || spent+sizeOf[k] > budget {
+				continue
+			}
+			spent += sizeOf[k]
+			upstreamOnly[k] = true
+			owner[k] = ""
+			moved++
+		}
+		if moved > 0 {
+			n.setRoute(owner)
+		}
+	}
+
 	results := make(chan fetched, maxGroups)
 	inflight := map[peer.ID]int{}
 	failed := map[peer.ID]time.Time{}  // when a peer first failed a request
@@ -421,6 +477,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		if len(queue) > 0 && time.Since(asked) > peersEvery {
 			refresh()
 		}
+		endgame(inflight)
 		for running < maxGroups {
 			from, group := n.nextGroup(&queue, owner, upstreamOnly, dropped, inflight, holdOff)
 			if group == nil {

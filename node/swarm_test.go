@@ -7,6 +7,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 )
 
@@ -82,14 +83,16 @@ func TestSiblingRelaysShare(t *testing.T) {
 		served[id.String()] = n
 	}
 	// Each relay fetches the root block itself; every chunk crosses the
-	// server's link once.
-	if n := total(served); n != p.Chunks+2 {
-		t.Errorf("the server served %d blocks (%v); want each of the %d chunks once and the root to each relay", n, served, p.Chunks)
+	// server's link once, but for the few (endgameShare of the package)
+	// a relay takes from the server at the end instead of its sibling.
+	extra := total(served) - (p.Chunks + 2)
+	if extra < 0 || float64(extra) > node.EndgameShare*float64(p.Chunks)+2 {
+		t.Errorf("the server served %d blocks (%v); want each of the %d chunks once, the root to each relay and at most %.0f%% more", total(served), served, p.Chunks, node.EndgameShare*100)
 	}
 	ab := c.nodes["relay-a"].BlocksServed()[c.id("relay-b")]
 	ba := c.nodes["relay-b"].BlocksServed()[c.id("relay-a")]
-	if ab == 0 || ba == 0 || ab+ba != p.Chunks {
-		t.Errorf("relay-a served relay-b %d blocks and relay-b served relay-a %d; want shares adding up to %d", ab, ba, p.Chunks)
+	if ab == 0 || ba == 0 || ab+ba+extra != p.Chunks {
+		t.Errorf("relay-a served relay-b %d blocks and relay-b served relay-a %d, the server %d twice; want shares adding up to %d", ab, ba, extra, p.Chunks)
 	}
 }
 
