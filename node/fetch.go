@@ -23,8 +23,8 @@ import (
 // How a node fetches a package for itself.
 const (
 	groupSize   = 2                      // blocks per request: small, so that the last blocks do not wait behind deep requests
-	maxGroups   = 8                      // requests in flight
-	perPeer     = 4                      // requests in flight to one peer
+	maxGroups   = 16                     // requests in flight
+	perPeer     = 8                      // requests in flight to one peer: enough to keep a WAN link busy with requests of groupSize
 	peersEvery  = 500 * time.Millisecond // how often the parent is asked again for peers while fetching
 	ancestorTry = 10 * time.Second       // how long to try reaching an ancestor
 	routeWait   = 3 * time.Second        // how long a child's request waits for this node's own fetch to know its peers
@@ -36,7 +36,7 @@ const (
 	upstreamRetryWait = time.Second
 	// endgameShare of the package, shared among a node and its peers, may
 	// come from upstream at the end instead of from the peers that own it.
-	endgameShare = 0.08
+	endgameShare = 0.05
 	peerRetryFor = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
 	peerHoldOff  = 300 * time.Millisecond // how long after such a failure it is asked again
 )
@@ -416,10 +416,13 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	n.routesKnown(r)
 
 	// At the end, once this node's own share is in and its parent's link
-	// is idle, it takes a few of its peers' blocks from upstream rather
-	// than wait for them behind the peers' uplinks: at most endgameShare
-	// of the package among all the peers and itself, so that the parent's
-	// link carries about (1 + endgameShare) times the package in all.
+	// is idle, it takes some of its peers' blocks from upstream rather
+	// than wait for them behind the peers' uplinks: the last ones of the
+	// peer with the most left, then of the next, so that what is left
+	// from each evens out (their uplinks would otherwise finish one after
+	// the other). At most endgameShare of the package among all the peers
+	// and itself, so that the parent's link carries about (1 +
+	// endgameShare) times the package in all.
 	var total uint64
 	sizeOf := make(map[string]uint64, len(all))
 	for i, c := range all {
@@ -427,44 +430,60 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		sizeOf[c.KeyString()] = sizes[i]
 	}
 	var spent uint64
-	endgame := func(inflight map[peer.ID]int) {
-		if len(peers) == 0 || inflight[""] > 0 {
-			return
-		}
-		budget := uint64(float64(total) * endgameShare / float64(len(peers)+1))
-		left := map[peer.ID]int{}
-		for _, c := range queue {
-			k := c.KeyString()
-			if upstreamOnly[k] || owner[k] == "" {
-				return // own blocks still to fetch
-			}
-			left[owner[k]]++
-		}
-		// Only near the end, when what is left is about one round of
-		// requests per peer, and from the peer with the most left: the one
-		// whose uplink would finish last.
-		if len(queue) > perPeer*groupSize*len(peers) {
-			return
-		}
-		var slow peer.ID
-		for p, k := range left {
-			if slow == "" || k > left[slow] {
-				slow = p
+	budget := uint64(float64(total) * endgameShare / float64(len(peers)+1))
+	phase := 0 // of the endgame: 1 once own share is in, 2 near the end
+	take := func(limit uint64) {
+		left := map[peer.ID][]int{} // by owner, positions in the queue
+		for i, c := range queue {
+			if o := owner[c.KeyString()]; o != "" && !upstreamOnly[c.KeyString()] {
+				left[o] = append(left[o], i)
 			}
 		}
 		moved := 0
-		for i := len(queue) - 1; i >= 0 && moved < groupSize; i-- {
-			k := queue[i].KeyString()
-			if owner[k] != slow || spent+sizeOf[k] > budget {
-				continue
+		for {
+			var slow peer.ID
+			for p, l := range left {
+				if slow == "" || len(l) > len(left[slow]) || (len(l) == len(left[slow]) && p < slow) {
+					slow = p
+				}
+			}
+			l := left[slow]
+			if len(l) == 0 {
+				break
+			}
+			k := queue[l[len(l)-1]].KeyString()
+			if spent+sizeOf[k] > limit {
+				break
 			}
 			spent += sizeOf[k]
 			upstreamOnly[k] = true
 			owner[k] = ""
+			left[slow] = l[:len(l)-1]
 			moved++
 		}
 		if moved > 0 {
+			n.log.Debug("endgame: blocks of peers taken from upstream", "phase", phase, "blocks", moved, "bytes", spent)
 			n.setRoute(owner)
+		}
+	}
+	endgame := func(inflight map[peer.ID]int) {
+		if len(peers) == 0 || inflight[""] > 0 || phase == 2 {
+			return
+		}
+		for _, c := range queue {
+			if upstreamOnly[c.KeyString()] || owner[c.KeyString()] == "" {
+				return // own blocks still to fetch
+			}
+		}
+		if phase == 0 {
+			// Half now, evening out what is left from each peer.
+			phase = 1
+			take(budget / 2)
+		}
+		if len(queue) <= perPeer*groupSize*len(peers) {
+			// The rest near the end, from the peers that are behind then.
+			phase = 2
+			take(budget)
 		}
 	}
 
