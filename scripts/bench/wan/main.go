@@ -46,6 +46,7 @@ type options struct {
 	noHTTP         bool
 	dir, bin       string
 	logLevel       string
+	transport      string
 }
 
 func parse(args []string) (options, error) {
@@ -64,6 +65,7 @@ func parse(args []string) (options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")
 	fs.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP baseline")
+	fs.StringVar(&o.transport, "transport", "both", "what the nodes listen on: both (TCP and QUIC, as 'swdist init' sets), tcp or quic")
 	fs.StringVar(&o.logLevel, "log-level", "", "the nodes' log level (debug, info, warn, error; default their config's), with -keep-dir to read them")
 	fs.StringVar(&o.dir, "dir", "", "work directory (wan.sh makes it)")
 	fs.StringVar(&o.bin, "swdist", "", "the swdist binary (wan.sh builds it)")
@@ -94,6 +96,8 @@ func parse(args []string) (options, error) {
 		return o, errors.New("-server-up and -site-up must be positive, -lan and -site-down at least 0")
 	case o.sizeMiB <= 0:
 		return o, errors.New("-size must be positive")
+	case o.transport != "both" && o.transport != "tcp" && o.transport != "quic":
+		return o, errors.New("-transport must be both, tcp or quic")
 	case o.jobType != "transfer" && o.jobType != "install":
 		return o, errors.New("-type must be transfer or install")
 	}
@@ -193,7 +197,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, l)
+	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, o.transport, l)
 	if err != nil {
 		return err
 	}

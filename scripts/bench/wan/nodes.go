@@ -154,9 +154,18 @@ func (c *cluster) stopAll() {
 // buildCluster enrolls every node with a real one-time token and starts
 // it: the server, then each site's relay (token from the server), then its
 // clients (tokens from the relay).
-func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel string, l *ledger) (*cluster, error) {
+func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport string, l *ledger) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, logLevel: logLevel, l: l, byPeer: map[string]*node{}}
-	listen := func(ip string) []string { return []string{"--listen", "/ip4/" + ip + "/tcp/7400"} }
+	listen := func(ip string) []string {
+		var out []string
+		if transport != "quic" {
+			out = append(out, "--listen", "/ip4/"+ip+"/tcp/7400")
+		}
+		if transport != "tcp" {
+			out = append(out, "--listen", "/ip4/"+ip+"/udp/7400/quic-v1")
+		}
+		return out
+	}
 	c.server = &node{name: "server", ns: t.server, home: filepath.Join(dir, "server"), ip: t.serverIP(), role: "server", site: "hq"}
 	if err := c.swdist(ctx, c.server, nil, append([]string{"init", "--role", "server", "--site", "hq"}, listen(c.server.ip)...)...); err != nil {
 		return c, err

@@ -22,6 +22,7 @@ type swResult struct {
 	last, first, median time.Duration   // by each client's clock: when it held the verified package
 	reported            time.Duration   // when the server knew the last client had it
 	relayHeld           []time.Duration // by site, as polled (every 100 ms); 0 if not seen
+	wanLinks            map[string]int  // relays' connections to their parent and to each other, by transport
 	up                  uplinks         // at the last client's success
 	settled             uplinks         // 3 s later
 	bw                  map[*node]api.Bandwidth
@@ -215,6 +216,28 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 			}
 		}
 	}
+	// Which transport the WAN links took (a node listening on both, as by
+	// default, is dialed over QUIC first).
+	r.wanLinks = map[string]int{}
+	for _, rl := range c.relays {
+		peers, err := rl.api.Peers(ctx)
+		if err != nil {
+			continue
+		}
+		for _, pr := range peers {
+			if pr.Relation == "child" {
+				continue
+			}
+			for _, a := range pr.Addrs {
+				switch {
+				case strings.Contains(a, "/quic"):
+					r.wanLinks["QUIC"]++
+				case strings.Contains(a, "/tcp/"):
+					r.wanLinks["TCP"]++
+				}
+			}
+		}
+	}
 	return r, nil
 }
 
@@ -252,6 +275,7 @@ func printBandwidth(c *cluster, sw swResult) {
 	}
 	_ = w.Flush()
 	fmt.Printf("CPU seconds include enrollment and start-up; this benchmark's own polling used %.1f s.\n", sw.selfCPU)
+	fmt.Printf("Relays' connections to their parent and to each other: %d QUIC, %d TCP.\n", sw.wanLinks["QUIC"], sw.wanLinks["TCP"])
 }
 
 // bounds is the lower bound on the time to the last client, and its terms.
