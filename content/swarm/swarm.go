@@ -107,10 +107,10 @@ type Service struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	fetchers  map[string][]asked       // by root CID, in the order they asked
-	first     map[string]time.Time     // when the first of them asked, by root CID
-	gathered  map[string]chan struct{} // by root CID and kin: closed once all of that kin asked
-	ancestors []peer.AddrInfo          // above the parent, learnt from it
+	fetchers  map[string][]asked    // by root CID, in the order they asked
+	first     map[string]time.Time  // when the first of them asked, by root CID
+	gathered  map[string]*gathering // by root CID and kin
+	ancestors []peer.AddrInfo       // above the parent, learnt from it
 }
 
 type asked struct {
@@ -121,7 +121,7 @@ type asked struct {
 // New makes a Service; Start serves the protocol.
 func New(h host.Host, cfg Config) *Service {
 	cfg.setDefaults()
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}, gathered: map[string]chan struct{}{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}, gathered: map[string]*gathering{}}
 }
 
 // Start serves the protocol to this node's children.
@@ -201,17 +201,25 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, al
 		}
 	}
 	g := key + kinOf(pr.Cert)
-	ch, ok := s.gathered[g]
+	gt, ok := s.gathered[g]
 	if !ok {
-		ch = make(chan struct{})
-		s.gathered[g] = ch
+		gt = &gathering{all: make(chan struct{})}
+		s.gathered[g] = gt
 	}
-	if !isClosed(ch) && !slices.ContainsFunc(kin, func(p peer.ID) bool {
+	if !gt.closed && !slices.ContainsFunc(kin, func(p peer.ID) bool {
 		return !slices.ContainsFunc(list, func(a asked) bool { return a.peer.ID == p })
 	}) {
-		close(ch)
+		close(gt.all)
+		gt.closed = true
 	}
-	return s.first[key].Add(s.cfg.Gather).Sub(now), ch
+	return s.first[key].Add(s.cfg.Gather).Sub(now), gt.all
+}
+
+// A gathering is the children of one kin asking for one package: all
+// closes once every connected one of them has asked.
+type gathering struct {
+	all    chan struct{}
+	closed bool
 }
 
 // kinOf names the group of children alike to one with certificate c.
@@ -220,15 +228,6 @@ func kinOf(c cert.Cert) string {
 		return "\x00relay"
 	}
 	return "\x00" + string(c.Role) + "\x00" + c.Site
-}
-
-func isClosed(ch chan struct{}) bool {
-	select {
-	case <-ch:
-		return true
-	default:
-		return false
-	}
 }
 
 // peersFor are child pr's peers for root: the first MaxPeers alike
