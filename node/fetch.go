@@ -369,8 +369,12 @@ type fetched struct {
 func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, cids []cid.Cid, arrived func([]cid.Cid)) error {
 	all := rootBlock.CIDs()
 	sizes := make([]uint64, len(rootBlock.Chunks))
+	sizeOf := make(map[string]uint64, len(all))
+	var total uint64
 	for i, c := range rootBlock.Chunks {
 		sizes[i] = uint64(c.Stored)
+		sizeOf[all[i].KeyString()] = sizes[i]
+		total += sizes[i]
 	}
 	n.want(cids, 1)
 	defer n.want(cids, -1)
@@ -378,11 +382,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 
-	queue := slices.Clone(cids)
 	// In the package's order, the same at every node: the peers that ask an
 	// owner for its share ask for the same blocks at about the same time,
 	// so that each block the owner gets from upstream goes out to all of
 	// them as it arrives.
+	queue := slices.Clone(cids)
 	upstreamOnly := map[string]bool{}
 	upTries := map[string]int{} // times upstream lacked a block
 	dropped := map[peer.ID]bool{}
@@ -423,16 +427,12 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// the other). At most endgameShare of the package among all the peers
 	// and itself, so that the parent's link carries about (1 +
 	// endgameShare) times the package in all.
-	var total uint64
-	sizeOf := make(map[string]uint64, len(all))
-	for i, c := range all {
-		total += sizes[i]
-		sizeOf[c.KeyString()] = sizes[i]
-	}
 	var spent uint64
-	budget := uint64(float64(total) * endgameShare / float64(len(peers)+1))
 	phase := 0 // of the endgame: 1 once own share is in, 2 near the end
-	take := func(limit uint64) {
+	// take moves peers' blocks to upstream until spent reaches fraction of
+	// this node's budget, its part among its peers as they are now.
+	take := func(fraction float64) {
+		limit := uint64(float64(total) * endgameShare * fraction / float64(len(peers)+1))
 		left := map[peer.ID][]int{} // by owner, positions in the queue
 		for i, c := range queue {
 			if o := owner[c.KeyString()]; o != "" && !upstreamOnly[c.KeyString()] {
@@ -478,12 +478,12 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		if phase == 0 {
 			// Half now, evening out what is left from each peer.
 			phase = 1
-			take(budget / 2)
+			take(0.5)
 		}
 		if len(queue) <= perPeer*groupSize*len(peers) {
 			// The rest near the end, from the peers that are behind then.
 			phase = 2
-			take(budget)
+			take(1)
 		}
 	}
 
