@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -219,12 +218,11 @@ func (s *Service) Served() map[peer.ID]int {
 	return maps.Clone(s.served)
 }
 
-// Fetch gets the blocks cids from p into the store, in a random order (so
-// that peers asking at once spread over the blocks), several requests at a
-// time, checking each. It returns the CIDs p did not deliver.
+// Fetch gets the blocks cids from p into the store, in the order given
+// (callers that share a package's blocks among peers take them in the
+// package's order, the same at all of them), several requests at a time,
+// checking each. It returns the CIDs p did not deliver.
 func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
-	order := append([]cid.Cid(nil), cids...)
-	rand.Shuffle(len(order), func(i, j int) { order[i], order[j] = order[j], order[i] })
 	var (
 		mu      sync.Mutex
 		missing []cid.Cid
@@ -232,13 +230,13 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		wg      sync.WaitGroup
 	)
 	sem := make(chan struct{}, streams)
-	for i := 0; i < len(order); i += MaxWant {
-		group := order[i:min(i+MaxWant, len(order))]
+	for i := 0; i < len(cids); i += MaxWant {
+		group := cids[i:min(i+MaxWant, len(cids))]
 		select {
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return append(missing, order[i:]...), ctx.Err()
+			return append(missing, cids[i:]...), ctx.Err()
 		}
 		wg.Add(1)
 		go func() {
