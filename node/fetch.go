@@ -411,7 +411,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		clear(owner)
 		shares := swarm.Shares(all, sizes, n.host.ID(), peers)
 		for _, c := range queue {
-			owner[c.KeyString()] = n.ownerOf(c, peers, shares)
+			if upstreamOnly[c.KeyString()] {
+				owner[c.KeyString()] = "" // as nextGroup takes it, and children's requests follow
+			} else {
+				owner[c.KeyString()] = n.ownerOf(c, peers, shares)
+			}
 		}
 		n.setRoute(owner)
 	}
