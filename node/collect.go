@@ -388,11 +388,7 @@ func checkCollected(c store.Collected) error {
 // manages reports whether this node is the managing node of job: its
 // administrator's scope.
 func (n *Node) manages(ctx context.Context, id string) bool {
-	raw, err := n.store.ManifestRaw(ctx, id)
-	if err != nil {
-		return false
-	}
-	_, a, err := gossip.Describe(raw)
+	_, a, err := n.heldManifest(ctx, id)
 	return err == nil && a.Scope == n.host.ID()
 }
 
@@ -566,11 +562,7 @@ func (n *Node) askBring(ctx context.Context, via peer.ID, id, origin string) err
 
 // collectLimit is a held collect job's max_size (the default if unknown).
 func (n *Node) collectLimit(ctx context.Context, id string) int64 {
-	raw, err := n.store.ManifestRaw(ctx, id)
-	if err != nil {
-		return DefaultCollectMax
-	}
-	m, _, err := gossip.Describe(raw)
+	m, _, err := n.heldManifest(ctx, id)
 	if err != nil {
 		return DefaultCollectMax
 	}
@@ -595,11 +587,7 @@ func (n *Node) JobFiles(ctx context.Context, id string, fetch bool) (api.JobFile
 	if n.issuer == nil {
 		return api.JobFiles{}, api.BadRequest("this node is a client: collected files are kept on the managing nodes above it")
 	}
-	raw, err := n.store.ManifestRaw(ctx, id)
-	if err != nil {
-		return api.JobFiles{}, api.BadRequest("%v", err)
-	}
-	m, _, err := gossip.Describe(raw)
+	m, _, err := n.heldManifest(ctx, id)
 	if err != nil {
 		return api.JobFiles{}, err
 	}

@@ -127,13 +127,20 @@ func (n *Node) ListJobs(ctx context.Context) ([]api.Job, error) {
 	return out, nil
 }
 
-// ShowJob implements api.Backend.
-func (n *Node) ShowJob(ctx context.Context, id string) (api.JobDetail, error) {
+// heldManifest is job id's manifest as held here, with its signer's
+// certificate, read back without checking the signature again (it was
+// checked when it arrived). A job not held here is a bad request.
+func (n *Node) heldManifest(ctx context.Context, id string) (gossip.Manifest, admin.Cert, error) {
 	raw, err := n.store.ManifestRaw(ctx, id)
 	if err != nil {
-		return api.JobDetail{}, api.BadRequest("%v", err)
+		return gossip.Manifest{}, admin.Cert{}, api.BadRequest("%v", err)
 	}
-	m, a, err := gossip.Describe(raw)
+	return gossip.Describe(raw)
+}
+
+// ShowJob implements api.Backend.
+func (n *Node) ShowJob(ctx context.Context, id string) (api.JobDetail, error) {
+	m, a, err := n.heldManifest(ctx, id)
 	if err != nil {
 		return api.JobDetail{}, err
 	}

@@ -364,11 +364,7 @@ func (n *Node) Start(ctx context.Context) error {
 		return fmt.Errorf("recover interrupted installs: %w", err)
 	}
 	if err := n.exec.Recover(func(id string) (gossip.Manifest, error) {
-		raw, err := n.store.ManifestRaw(ctx, id)
-		if err != nil {
-			return gossip.Manifest{}, err
-		}
-		m, _, err := gossip.Describe(raw)
+		m, _, err := n.heldManifest(ctx, id)
 		return m, err
 	}); err != nil {
 		return err

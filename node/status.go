@@ -68,11 +68,7 @@ func (n *Node) fromSubtree(from, origin peer.ID) bool {
 // as reported up to this node, against the destinations this node expects
 // from its view of its subtree.
 func (n *Node) JobStatus(ctx context.Context, id string, destinations bool) (api.JobStatus, error) {
-	raw, err := n.store.ManifestRaw(ctx, id)
-	if err != nil {
-		return api.JobStatus{}, api.BadRequest("%v", err)
-	}
-	m, a, err := gossip.Describe(raw)
+	m, a, err := n.heldManifest(ctx, id)
 	if err != nil {
 		return api.JobStatus{}, err
 	}
