@@ -18,8 +18,13 @@ import (
 
 // fakeTools puts shell scripts named like the package managers in a fresh
 // directory and makes it the whole PATH. The scripts are run for real by
-// the real Packages collector; only what they print is made up.
+// the real Packages collector; only what they print is made up. With
+// scripts nil, PATH is a directory that does not exist: no tools at all.
 func fakeTools(t *testing.T, scripts map[string]string) {
+	if scripts == nil {
+		t.Setenv("PATH", "/nonexistent")
+		return
+	}
 	dir := t.TempDir()
 	for name, body := range scripts {
 		if err := os.WriteFile(filepath.Join(dir, name), []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
@@ -53,11 +58,7 @@ func TestPackages(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.scripts == nil {
-				t.Setenv("PATH", "/nonexistent")
-			} else {
-				fakeTools(t, tt.scripts)
-			}
+			fakeTools(t, tt.scripts)
 			var inv Inventory
 			err := Packages{}.Collect(context.Background(), &inv)
 			if got := errString(err); got != tt.err {
@@ -163,11 +164,7 @@ func TestCollectKeepsLastOnFailure(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if tt.scripts == nil {
-				t.Setenv("PATH", "/nonexistent")
-			} else {
-				fakeTools(t, tt.scripts)
-			}
+			fakeTools(t, tt.scripts)
 			inv := Collect(context.Background(), []Collector{hostname, Packages{}, swdist, tt.app}, 300*time.Millisecond, last.Clone())
 			if diff := cmp.Diff(tt.fields, inv.Fields); diff != "" {
 				t.Errorf("fields (-want +got):\n%s", diff)
