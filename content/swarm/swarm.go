@@ -166,14 +166,6 @@ func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
 // until all closes, once every connected child alike to pr has asked.
 func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, all <-chan struct{}) {
 	now := time.Now()
-	// Outside the lock: the children connected now, to tell when all
-	// alike to pr have asked.
-	var kin []peer.ID
-	for _, p := range s.cfg.Member.Peers() {
-		if p.Cert.Parent == s.h.ID() && alike(p.Cert, pr.Cert) {
-			kin = append(kin, p.ID)
-		}
-	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	for k, list := range s.fetchers {
@@ -206,13 +198,26 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, al
 		gt = &gathering{all: make(chan struct{})}
 		s.gathered[g] = gt
 	}
-	if !gt.closed && !slices.ContainsFunc(kin, func(p peer.ID) bool {
-		return !slices.ContainsFunc(list, func(a asked) bool { return a.peer.ID == p })
-	}) {
+	if !gt.closed && s.allAsked(list, pr.Cert) {
 		close(gt.all)
 		gt.closed = true
 	}
 	return s.first[key].Add(s.cfg.Gather).Sub(now), gt.all
+}
+
+// allAsked says whether every connected child alike to one with
+// certificate c is in list.
+func (s *Service) allAsked(list []asked, c cert.Cert) bool {
+	in := make(map[peer.ID]bool, len(list))
+	for _, a := range list {
+		in[a.peer.ID] = true
+	}
+	for _, p := range s.cfg.Member.Peers() {
+		if p.Cert.Parent == s.h.ID() && alike(p.Cert, c) && !in[p.ID] {
+			return false
+		}
+	}
+	return true
 }
 
 // A gathering is the children of one kin asking for one package: all
