@@ -77,7 +77,8 @@ func resourceManager(maxConns int) (network.ResourceManager, error) {
 
 // Streams per connection that the resource manager admits: in all, and on
 // any one protocol or service (each child keeps a pubsub stream each way to
-// its parent, and a fetch has four blocks streams in flight to one peer).
+// its parent, and a fetch has at most four blocks streams in flight to its
+// parent; eight to one of its few peers).
 const (
 	streamsPerConn      = 8
 	protoStreamsPerConn = 4
