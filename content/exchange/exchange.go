@@ -80,8 +80,20 @@ type Service struct {
 	log *slog.Logger
 
 	mu     sync.Mutex
-	bad    map[peer.ID]int // blocks that did not match their CID, by peer
-	served map[peer.ID]int // blocks sent, by peer
+	bad    map[peer.ID]int   // blocks that did not match their CID, by peer
+	served map[peer.ID]int   // blocks sent, by peer
+	turns  map[peer.ID]*turn // whose turn it is to write a block to a peer
+}
+
+// A turn lets one of the streams that serve a peer write a block at a
+// time, in the order they came to it (a channel's waiting senders are let
+// through first come, first served). Written all at once, a peer's
+// requests would share its link and each block would arrive only when
+// all in flight did: a relay could pass none on to its siblings and
+// children until then.
+type turn struct {
+	ch   chan struct{}
+	refs int // streams holding or waiting for it
 }
 
 // New makes a Service; Start serves the protocol.
@@ -92,7 +104,7 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}, turns: map[peer.ID]*turn{}}
 }
 
 // Start serves the protocol to verified members.
@@ -168,13 +180,9 @@ func (s *Service) Start() {
 					_ = str.Reset()
 					return
 				}
-				if err := wire.Write(str, r); err != nil {
+				if err := s.write(ctx, str, pr.ID, r); err != nil {
+					_ = str.Reset()
 					return
-				}
-				if !r.Missing {
-					s.mu.Lock()
-					s.served[pr.ID]++
-					s.mu.Unlock()
 				}
 			}
 			pending = rest
@@ -190,6 +198,51 @@ func (s *Service) Start() {
 			}
 		}
 	}))
+}
+
+// write sends r to p on str in its turn, counting a block sent.
+func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply) error {
+	release, err := s.takeTurn(ctx, p)
+	if err != nil {
+		return err
+	}
+	defer release()
+	if err := wire.Write(str, r); err != nil {
+		return err
+	}
+	if !r.Missing {
+		s.mu.Lock()
+		s.served[p]++
+		s.mu.Unlock()
+	}
+	return nil
+}
+
+// takeTurn waits for the turn to write to p; release gives it to the
+// next stream waiting.
+func (s *Service) takeTurn(ctx context.Context, p peer.ID) (release func(), err error) {
+	s.mu.Lock()
+	t := s.turns[p]
+	if t == nil {
+		t = &turn{ch: make(chan struct{}, 1)}
+		s.turns[p] = t
+	}
+	t.refs++
+	s.mu.Unlock()
+	leave := func() {
+		s.mu.Lock()
+		if t.refs--; t.refs == 0 {
+			delete(s.turns, p)
+		}
+		s.mu.Unlock()
+	}
+	select {
+	case t.ch <- struct{}{}:
+		return func() { <-t.ch; leave() }, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
 }
 
 func isClosed(ch chan struct{}) bool {
@@ -258,15 +311,24 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 	return missing, errors.Join(errs...)
 }
 
-func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (map[string]bool, error) {
-	got := map[string]bool{}
+func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (got map[string]bool, err error) {
+	got = map[string]bool{}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
 	str, err := s.h.NewStream(ctx, p, Protocol)
 	if err != nil {
 		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
-	defer str.Close()
+	// A request given up is reset, not just closed: the peer would go on
+	// writing blocks nobody reads, and its other answers to this node
+	// wait for their turn behind them.
+	defer func() {
+		if err != nil {
+			_ = str.Reset()
+		} else {
+			_ = str.Close()
+		}
+	}()
 	if dl, ok := ctx.Deadline(); ok {
 		_ = str.SetDeadline(dl)
 	}
