@@ -319,7 +319,8 @@ func (n *Node) Start(ctx context.Context) error {
 		rcfg.Sink = n.applyReports
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
-		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log})
+		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log,
+		Remote: func(pr member.Peer) bool { return pr.Cert.Site != n.cfg.Site }})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})

@@ -67,6 +67,10 @@ type Config struct {
 	// peer (nil: not paced), such as a node below a child that falls back
 	// to this node while its own relay is down.
 	ServeLimit func(pr member.Peer) *ratelimit.Limiter
+	// Remote, if set, says whether blocks sent to a peer cross this
+	// node's uplink (it is at another site): those are paced by
+	// fairShare.
+	Remote func(pr member.Peer) bool
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
@@ -83,6 +87,7 @@ type Service struct {
 	bad    map[peer.ID]int   // blocks that did not match their CID, by peer
 	served map[peer.ID]int   // blocks sent, by peer
 	turns  map[peer.ID]*turn // whose turn it is to write a block to a peer
+	fair   *fairShare        // of the uplink, among peers at other sites
 }
 
 // A turn lets one of the streams that serve a peer write a block at a
@@ -104,7 +109,7 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}, turns: map[peer.ID]*turn{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}, turns: map[peer.ID]*turn{}, fair: newFairShare()}
 }
 
 // Start serves the protocol to verified members.
@@ -158,6 +163,7 @@ func (s *Service) Start() {
 		if s.cfg.ServeLimit != nil {
 			lim = s.cfg.ServeLimit(pr)
 		}
+		remote := s.cfg.Remote != nil && s.cfg.Remote(pr)
 		pending := ids
 		for len(pending) > 0 {
 			changed := s.cfg.Store.Changed()
@@ -180,7 +186,7 @@ func (s *Service) Start() {
 					_ = str.Reset()
 					return
 				}
-				if err := s.write(ctx, str, pr.ID, r); err != nil {
+				if err := s.write(ctx, str, pr.ID, r, remote); err != nil {
 					_ = str.Reset()
 					return
 				}
@@ -200,13 +206,21 @@ func (s *Service) Start() {
 	}))
 }
 
-// write sends r to p on str in its turn, counting a block sent.
-func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply) error {
+// write sends r to p on str in its turn (and, across the uplink, at its
+// fair share of it), counting a block sent.
+func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply, remote bool) error {
 	release, err := s.takeTurn(ctx, p)
 	if err != nil {
 		return err
 	}
 	defer release()
+	if remote {
+		done, err := s.fair.wait(ctx, p)
+		if err != nil {
+			return err
+		}
+		defer func() { done(len(r.Data)) }()
+	}
 	if err := wire.Write(str, r); err != nil {
 		return err
 	}

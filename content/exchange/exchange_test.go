@@ -3,9 +3,11 @@ package exchange
 import (
 	"context"
 	"crypto/rand"
+	"fmt"
 	"io"
 	"log/slog"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -30,7 +32,7 @@ type node struct {
 
 // start runs, for n, a real libp2p host on loopback with a member service,
 // a block store in a temporary directory and this package's service.
-func start(t *testing.T, o certtest.Org, n certtest.Node) *node {
+func start(t *testing.T, o certtest.Org, n certtest.Node, remote func(member.Peer) bool) *node {
 	t.Helper()
 	g := member.NewGater()
 	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g))
@@ -48,7 +50,7 @@ func start(t *testing.T, o certtest.Org, n certtest.Node) *node {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s := New(h, Config{Member: m, Store: st, Logger: quiet})
+	s := New(h, Config{Member: m, Store: st, Logger: quiet, Remote: remote})
 	s.Start()
 	t.Cleanup(s.Close)
 	return &node{h: h, m: m, store: st}
@@ -85,14 +87,18 @@ func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 	return c
 }
 
-func ask(t *testing.T, ctx context.Context, from, to *node, c cid.Cid) network.Stream {
+func ask(t *testing.T, ctx context.Context, from, to *node, cids ...cid.Cid) network.Stream {
 	t.Helper()
 	str, err := from.h.NewStream(ctx, to.h.ID(), Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { str.Reset() })
-	if err := wire.Write(str, want{CIDs: [][]byte{c.Bytes()}}); err != nil {
+	w := want{}
+	for _, c := range cids {
+		w.CIDs = append(w.CIDs, c.Bytes())
+	}
+	if err := wire.Write(str, w); err != nil {
 		t.Fatal(err)
 	}
 	return str
@@ -107,8 +113,8 @@ func ask(t *testing.T, ctx context.Context, from, to *node, c cid.Cid) network.S
 func TestOneBlockAtATimeToAPeer(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
-	server := start(t, o, rn)
-	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"))
+	server := start(t, o, rn, nil)
+	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
 	connect(t, client, server)
 	first := putRandom(t, server.store, 900<<10)
 	second := putRandom(t, server.store, 1<<10)
@@ -141,5 +147,69 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the second request was not answered after the first block was read")
+	}
+}
+
+// TestFairShareAcrossTheUplink: two peers at other sites that ask for the
+// same blocks get them at the same pace, though one reads slowly (as a
+// connection that gets less of a full uplink would): the fast one is held
+// to the slow one's pace, and when it has all its blocks the slow one has
+// most of them too. Without the fair share the fast one would have all
+// of them while the slow one had one or two.
+func TestFairShareAcrossTheUplink(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	server := start(t, o, rn, func(member.Peer) bool { return true })
+	fast := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	connect(t, fast, server)
+	connect(t, slow, server)
+	const n = 12
+	var cids []cid.Cid
+	for range n {
+		cids = append(cids, putRandom(t, server.store, 512<<10)) // twice a stream's first window
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	var slowRead atomic.Int32
+	slowDone := make(chan error, 1)
+	s := ask(t, ctx, slow, server, cids...)
+	readOne := func(str network.Stream) error {
+		var r reply
+		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
+			return err
+		}
+		if r.Missing {
+			return fmt.Errorf("block %x missing", r.CID)
+		}
+		return nil
+	}
+	if err := readOne(s); err != nil {
+		t.Fatal(err)
+	}
+	slowRead.Add(1)
+	go func() {
+		for range n - 1 {
+			time.Sleep(30 * time.Millisecond)
+			if err := readOne(s); err != nil {
+				slowDone <- err
+				return
+			}
+			slowRead.Add(1)
+		}
+		slowDone <- nil
+	}()
+	f := ask(t, ctx, fast, server, cids...)
+	for i := range n {
+		if err := readOne(f); err != nil {
+			t.Fatalf("fast peer, block %d: %v", i, err)
+		}
+	}
+	if got := slowRead.Load(); got < n/2 {
+		t.Errorf("when the fast peer had all %d blocks the slow one had read %d: the fast one was not held to its pace", n, got)
+	}
+	if err := <-slowDone; err != nil {
+		t.Fatalf("slow peer: %v", err)
 	}
 }
