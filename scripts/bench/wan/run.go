@@ -142,6 +142,7 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	if err != nil {
 		return r, err
 	}
+	fmt.Printf("  %5.2f s  job %s signed and accepted by the server ('swdist job create')\n", time.Since(t0).Seconds(), id)
 	last, lastAt := before, t0
 	lastCPU := readCPU()
 	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
