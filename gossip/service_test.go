@@ -3,14 +3,11 @@ package gossip_test
 import (
 	"bytes"
 	"context"
-	"io"
-	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/crypto"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -18,8 +15,8 @@ import (
 	"github.com/swdist/swdist/gossip"
 	"github.com/swdist/swdist/hierarchy/admin"
 	"github.com/swdist/swdist/hierarchy/cert"
-	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/certtest"
+	"github.com/swdist/swdist/internal/membertest"
 	"github.com/swdist/swdist/node/store"
 )
 
@@ -35,16 +32,8 @@ func startNode(t *testing.T, o certtest.Org, n certtest.Node, parent peer.ID) *g
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
-	g := member.NewGater()
-	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := member.New(h, g, member.Config{Verifier: o.V, Chain: func() cert.Chain { return n.Chain }, Logger: quiet})
-	m.Start()
-	t.Cleanup(m.Close)
+	mn := membertest.Start(t, o, n)
+	h, m, quiet := mn.H, mn.M, membertest.Quiet()
 	st, err := store.Open(ctx, filepath.Join(t.TempDir(), "swdist.db"))
 	if err != nil {
 		t.Fatal(err)

@@ -5,71 +5,44 @@ import (
 	"crypto/rand"
 	"fmt"
 	"io"
-	"log/slog"
 	"path/filepath"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
-	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/certtest"
+	"github.com/swdist/swdist/internal/membertest"
 	"github.com/swdist/swdist/internal/wire"
 )
 
 type node struct {
-	h     host.Host
-	m     *member.Service
+	*membertest.Node
 	store *blocks.Store
 }
 
-// start runs, for n, a real libp2p host on loopback with a member service,
-// a block store in a temporary directory and this package's service.
+// start runs, for n, a real host on loopback with a member service, a
+// block store in a temporary directory and this package's service.
 func start(t *testing.T, o certtest.Org, n certtest.Node, remote func(member.Peer) bool) *node {
 	t.Helper()
-	g := member.NewGater()
-	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := member.New(h, g, member.Config{Verifier: o.V, Chain: func() cert.Chain { return n.Chain }, HelloTimeout: 5 * time.Second,
-		RecheckEvery: time.Hour, Logger: quiet})
-	m.Start()
-	t.Cleanup(m.Close)
+	mn := membertest.Start(t, o, n)
 	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s := New(h, Config{Member: m, Store: st, Logger: quiet, Remote: remote})
+	s := New(mn.H, Config{Member: mn.M, Store: st, Logger: membertest.Quiet(), Remote: remote})
 	s.Start()
 	t.Cleanup(s.Close)
-	return &node{h: h, m: m, store: st}
+	return &node{Node: mn, store: st}
 }
 
-func connect(t *testing.T, a, b *node) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := a.h.Connect(ctx, peer.AddrInfo{ID: b.h.ID(), Addrs: b.h.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.m.Wait(ctx, b.h.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := b.m.Wait(ctx, a.h.ID()); err != nil {
-		t.Fatal(err)
-	}
-}
+func connect(t *testing.T, a, b *node) { membertest.Connect(t, a.Node, b.Node) }
 
 func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 	t.Helper()
@@ -89,7 +62,7 @@ func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 
 func ask(t *testing.T, ctx context.Context, from, to *node, cids ...cid.Cid) network.Stream {
 	t.Helper()
-	str, err := from.h.NewStream(ctx, to.h.ID(), Protocol)
+	str, err := from.H.NewStream(ctx, to.H.ID(), Protocol)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -150,12 +123,12 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 	}
 }
 
-// TestFairShareAcrossTheUplink: two peers at other sites that ask for the
-// same blocks get them at the same pace, though one reads slowly (as a
-// connection that gets less of a full uplink would): the fast one is held
-// to the slow one's pace, and when it has all its blocks the slow one has
-// most of them too. Without the fair share the fast one would have all
-// of them while the slow one had one or two.
+// TestFairShareAcrossTheUplink: a peer at another site that has its
+// blocks read fast does not take the uplink from one whose block is
+// stuck (as over a connection that gets less of a full uplink): while the
+// slow one's block is not read, the fast one gets one block, then one per
+// fairMaxWait; once the slow one reads, the fast one gets the rest.
+// Without the fair share it would have all of them at once.
 func TestFairShareAcrossTheUplink(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
@@ -164,52 +137,47 @@ func TestFairShareAcrossTheUplink(t *testing.T) {
 	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
 	connect(t, fast, server)
 	connect(t, slow, server)
+	stuck := putRandom(t, server.store, 900<<10) // larger than a stream's first window
 	const n = 12
 	var cids []cid.Cid
 	for range n {
-		cids = append(cids, putRandom(t, server.store, 512<<10)) // twice a stream's first window
+		cids = append(cids, putRandom(t, server.store, 256<<10))
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 
-	var slowRead atomic.Int32
-	slowDone := make(chan error, 1)
-	s := ask(t, ctx, slow, server, cids...)
-	readOne := func(str network.Stream) error {
-		var r reply
-		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
-			return err
-		}
-		if r.Missing {
-			return fmt.Errorf("block %x missing", r.CID)
-		}
-		return nil
+	s := ask(t, ctx, slow, server, stuck)
+	if _, err := io.ReadFull(s, make([]byte, 1024)); err != nil { // its block is being written
+		t.Fatalf("start of the slow peer's block: %v", err)
 	}
-	if err := readOne(s); err != nil {
-		t.Fatal(err)
-	}
-	slowRead.Add(1)
+	var got atomic.Int32
+	fastDone := make(chan error, 1)
+	began := time.Now()
+	f := ask(t, ctx, fast, server, cids...)
 	go func() {
-		for range n - 1 {
-			time.Sleep(30 * time.Millisecond)
-			if err := readOne(s); err != nil {
-				slowDone <- err
+		for range n {
+			var r reply
+			if err := wire.Read(f, maxBlock+1024, &r); err != nil {
+				fastDone <- err
 				return
 			}
-			slowRead.Add(1)
+			if r.Missing {
+				fastDone <- fmt.Errorf("block %x missing", r.CID)
+				return
+			}
+			got.Add(1)
 		}
-		slowDone <- nil
+		fastDone <- nil
 	}()
-	f := ask(t, ctx, fast, server, cids...)
-	for i := range n {
-		if err := readOne(f); err != nil {
-			t.Fatalf("fast peer, block %d: %v", i, err)
-		}
+	time.Sleep(3 * fairMaxWait / 2)
+	el, had := time.Since(began), int(got.Load())
+	if allowed := 2 + int(el/fairMaxWait); had > allowed {
+		t.Errorf("the fast peer got %d of %d blocks in %v while the slow one's block was stuck: more than the %d a fair share allows", had, n, el.Round(time.Millisecond), allowed)
 	}
-	if got := slowRead.Load(); got < n/2 {
-		t.Errorf("when the fast peer had all %d blocks the slow one had read %d: the fast one was not held to its pace", n, got)
+	if _, err := io.Copy(io.Discard, s); err != nil {
+		t.Fatalf("rest of the slow peer's block: %v", err)
 	}
-	if err := <-slowDone; err != nil {
-		t.Fatalf("slow peer: %v", err)
+	if err := <-fastDone; err != nil {
+		t.Fatalf("fast peer: %v", err)
 	}
 }

@@ -2,14 +2,11 @@ package swarm_test
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"slices"
 	"testing"
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/peer"
 	mh "github.com/multiformats/go-multihash"
@@ -18,6 +15,7 @@ import (
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/certtest"
+	"github.com/swdist/swdist/internal/membertest"
 )
 
 type node struct {
@@ -30,43 +28,23 @@ type node struct {
 // and a swarm service: the root's (parent nil) serves, a child's asks.
 func start(t *testing.T, o certtest.Org, n certtest.Node, parent *certtest.Node, gather time.Duration) *node {
 	t.Helper()
-	g := member.NewGater()
-	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { h.Close() })
-	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
-	m := member.New(h, g, member.Config{Verifier: o.V, Chain: func() cert.Chain { return n.Chain }, HelloTimeout: 5 * time.Second,
-		RecheckEvery: time.Hour, Logger: quiet})
-	m.Start()
-	t.Cleanup(m.Close)
-	cfg := swarm.Config{Member: m, Gather: gather, Logger: quiet}
+	mn := membertest.Start(t, o, n)
+	cfg := swarm.Config{Member: mn.M, Gather: gather, Logger: membertest.Quiet()}
 	if parent != nil {
 		cfg.Parent = parent.ID
 	}
-	s := swarm.New(h, cfg)
+	s := swarm.New(mn.H, cfg)
 	if parent == nil {
 		s.Start()
 		t.Cleanup(s.Close)
 	}
-	return &node{h: h, m: m, svc: s}
+	return &node{h: mn.H, m: mn.M, svc: s}
 }
 
 // connect connects child to parent and waits until each verified the other.
 func connect(t *testing.T, child, parent *node) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := child.h.Connect(ctx, peer.AddrInfo{ID: parent.h.ID(), Addrs: parent.h.Addrs()}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := child.m.Wait(ctx, parent.h.ID()); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := parent.m.Wait(ctx, child.h.ID()); err != nil {
-		t.Fatal(err)
-	}
+	membertest.Connect(t, &membertest.Node{H: child.h, M: child.m}, &membertest.Node{H: parent.h, M: parent.m})
 }
 
 // TestGatherEndsWhenAllAlikeAsked: the first child to ask for a package
