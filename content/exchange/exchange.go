@@ -214,14 +214,18 @@ func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r re
 		return err
 	}
 	defer release()
-	if remote {
+	if remote && !r.Missing {
 		done, err := s.fair.wait(ctx, p)
 		if err != nil {
 			return err
 		}
-		defer func() { done(len(r.Data)) }()
-	}
-	if err := wire.Write(str, r); err != nil {
+		sent := 0
+		defer func() { done(sent) }()
+		if err := wire.Write(str, r); err != nil {
+			return err
+		}
+		sent = len(r.Data)
+	} else if err := wire.Write(str, r); err != nil {
 		return err
 	}
 	if !r.Missing {
@@ -333,9 +337,13 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (g
 	if err != nil {
 		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
-	// A request given up is reset, not just closed: the peer would go on
-	// writing blocks nobody reads, and its other answers to this node
-	// wait for their turn behind them.
+	// A request that failed is reset, not just closed: the peer would go
+	// on writing blocks nobody reads, and its other answers to this node
+	// wait for their turn behind them. (Reads do not watch ctx: blocks
+	// already on their way when a caller stops waiting, as a pull-through
+	// whose answer came another way, are still read and kept; the stream's
+	// deadline bounds that. Resetting those instead had the server send
+	// them again: 1.12× in the WAN benchmark.)
 	defer func() {
 		if err != nil {
 			_ = str.Reset()

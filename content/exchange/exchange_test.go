@@ -126,9 +126,10 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 // TestFairShareAcrossTheUplink: a peer at another site that has its
 // blocks read fast does not take the uplink from one whose block is
 // stuck (as over a connection that gets less of a full uplink): while the
-// slow one's block is not read, the fast one gets one block, then one per
-// fairMaxWait; once the slow one reads, the fast one gets the rest.
-// Without the fair share it would have all of them at once.
+// slow one's block is not read, the fast one gets two blocks (its slack),
+// then one per fairMaxWait; once the slow one reads, the fast one gets
+// the rest at once. Without the fair share it would have all of them at
+// once from the start.
 func TestFairShareAcrossTheUplink(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
@@ -170,14 +171,60 @@ func TestFairShareAcrossTheUplink(t *testing.T) {
 		fastDone <- nil
 	}()
 	time.Sleep(3 * fairMaxWait / 2)
-	el, had := time.Since(began), int(got.Load())
+	had := int(got.Load())
+	el := time.Since(began)
 	if allowed := 2 + int(el/fairMaxWait); had > allowed {
 		t.Errorf("the fast peer got %d of %d blocks in %v while the slow one's block was stuck: more than the %d a fair share allows", had, n, el.Round(time.Millisecond), allowed)
 	}
 	if _, err := io.Copy(io.Discard, s); err != nil {
 		t.Fatalf("rest of the slow peer's block: %v", err)
 	}
+	read := time.Now()
 	if err := <-fastDone; err != nil {
 		t.Fatalf("fast peer: %v", err)
+	}
+	// Still held back, the rest would take a fairMaxWait each.
+	if rest, took := n-had, time.Since(read); rest > 4 && took > time.Duration(rest-2)*fairMaxWait {
+		t.Errorf("the fast peer's last %d blocks took %v after the slow one read its block: still held back", rest, took.Round(time.Millisecond))
+	}
+}
+
+// TestStalledPeerHoldsNoOneBack: a peer at another site whose block has
+// not been read for fairStalled no longer holds the others to its pace.
+func TestStalledPeerHoldsNoOneBack(t *testing.T) {
+	if testing.Short() {
+		t.Skip("waits out fairStalled")
+	}
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	server := start(t, o, rn, func(member.Peer) bool { return true })
+	fast := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	connect(t, fast, server)
+	connect(t, slow, server)
+	stuck := putRandom(t, server.store, 900<<10)
+	const n = 40
+	var cids []cid.Cid
+	for range n {
+		cids = append(cids, putRandom(t, server.store, 256<<10))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s := ask(t, ctx, slow, server, stuck)
+	if _, err := io.ReadFull(s, make([]byte, 1024)); err != nil {
+		t.Fatalf("start of the slow peer's block: %v", err)
+	}
+	time.Sleep(fairStalled + fairMaxWait)
+	began := time.Now()
+	f := ask(t, ctx, fast, server, cids...)
+	for i := range n {
+		var r reply
+		if err := wire.Read(f, maxBlock+1024, &r); err != nil || r.Missing {
+			t.Fatalf("fast peer, block %d: %v (missing %v)", i, err, r.Missing)
+		}
+	}
+	// Held back, 40 blocks would take 38 fairMaxWaits (7.6 s).
+	if took := time.Since(began); took > n/2*fairMaxWait {
+		t.Errorf("the fast peer took %v for %d blocks beside a stalled one: still held to its pace", took.Round(time.Millisecond), n)
 	}
 }
