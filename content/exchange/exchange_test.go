@@ -123,6 +123,30 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 	}
 }
 
+// stuckBeside starts a server that paces peers across its uplink, a slow
+// peer whose request for a block larger than a stream's first window it
+// has begun to answer (and which reads no more of it: s), and a fast
+// peer; the server holds n more blocks, cids, for the fast one.
+func stuckBeside(t *testing.T, ctx context.Context, n int) (server, fast *node, s network.Stream, cids []cid.Cid) {
+	t.Helper()
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	server = start(t, o, rn, func(member.Peer) bool { return true })
+	fast = start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	connect(t, fast, server)
+	connect(t, slow, server)
+	stuck := putRandom(t, server.store, 900<<10)
+	for range n {
+		cids = append(cids, putRandom(t, server.store, 256<<10))
+	}
+	s = ask(t, ctx, slow, server, stuck)
+	if _, err := io.ReadFull(s, make([]byte, 1024)); err != nil { // its block is being written
+		t.Fatalf("start of the slow peer's block: %v", err)
+	}
+	return server, fast, s, cids
+}
+
 // TestFairShareAcrossTheUplink: a peer at another site that has its
 // blocks read fast does not take the uplink from one whose block is
 // stuck (as over a connection that gets less of a full uplink): while the
@@ -131,26 +155,10 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 // the rest at once. Without the fair share it would have all of them at
 // once from the start.
 func TestFairShareAcrossTheUplink(t *testing.T) {
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	server := start(t, o, rn, func(member.Peer) bool { return true })
-	fast := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
-	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
-	connect(t, fast, server)
-	connect(t, slow, server)
-	stuck := putRandom(t, server.store, 900<<10) // larger than a stream's first window
 	const n = 12
-	var cids []cid.Cid
-	for range n {
-		cids = append(cids, putRandom(t, server.store, 256<<10))
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-
-	s := ask(t, ctx, slow, server, stuck)
-	if _, err := io.ReadFull(s, make([]byte, 1024)); err != nil { // its block is being written
-		t.Fatalf("start of the slow peer's block: %v", err)
-	}
+	server, fast, s, cids := stuckBeside(t, ctx, n)
 	var got atomic.Int32
 	fastDone := make(chan error, 1)
 	began := time.Now()
@@ -195,25 +203,10 @@ func TestStalledPeerHoldsNoOneBack(t *testing.T) {
 	if testing.Short() {
 		t.Skip("waits out fairStalled")
 	}
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	server := start(t, o, rn, func(member.Peer) bool { return true })
-	fast := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
-	slow := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
-	connect(t, fast, server)
-	connect(t, slow, server)
-	stuck := putRandom(t, server.store, 900<<10)
 	const n = 40
-	var cids []cid.Cid
-	for range n {
-		cids = append(cids, putRandom(t, server.store, 256<<10))
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	s := ask(t, ctx, slow, server, stuck)
-	if _, err := io.ReadFull(s, make([]byte, 1024)); err != nil {
-		t.Fatalf("start of the slow peer's block: %v", err)
-	}
+	server, fast, _, cids := stuckBeside(t, ctx, n)
 	time.Sleep(fairStalled + fairMaxWait)
 	began := time.Now()
 	f := ask(t, ctx, fast, server, cids...)
