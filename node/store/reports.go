@@ -317,23 +317,33 @@ func (s *Store) JobStates(ctx context.Context, job string) ([]DestState, error) 
 	if err := s.flushStates(ctx); err != nil {
 		return nil, err
 	}
-	rows, err := s.db.QueryContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via, held, total FROM job_states
-		WHERE job_id = ? ORDER BY peer_id`, job)
+	rows, err := s.db.QueryContext(ctx, `SELECT `+destStateCols+` FROM job_states WHERE job_id = ? ORDER BY peer_id`, job)
 	if err != nil {
 		return nil, fmt.Errorf("read job states: %w", err)
 	}
 	defer rows.Close()
 	var out []DestState
 	for rows.Next() {
-		var d DestState
-		var at int64
-		if err := rows.Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via, &d.Held, &d.Total); err != nil {
+		d, err := scanDestState(rows)
+		if err != nil {
 			return nil, err
 		}
-		d.At = time.UnixMilli(at).UTC()
 		out = append(out, d)
 	}
 	return out, rows.Err()
+}
+
+// destStateCols are the columns of job_states that scanDestState reads.
+const destStateCols = `peer_id, state, at, reason, exit_code, output, via, held, total`
+
+func scanDestState(row interface{ Scan(...any) error }) (DestState, error) {
+	var d DestState
+	var at int64
+	if err := row.Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via, &d.Held, &d.Total); err != nil {
+		return d, err
+	}
+	d.At = time.UnixMilli(at).UTC()
+	return d, nil
 }
 
 // JobState returns the latest state of one destination of a job, with
@@ -342,16 +352,13 @@ func (s *Store) JobState(ctx context.Context, job, peerID string) (d DestState, 
 	if err := s.flushStates(ctx); err != nil {
 		return d, false, err
 	}
-	var at int64
-	err = s.db.QueryRowContext(ctx, `SELECT peer_id, state, at, reason, exit_code, output, via, held, total FROM job_states
-		WHERE job_id = ? AND peer_id = ?`, job, peerID).Scan(&d.Peer, &d.State, &at, &d.Reason, &d.Exit, &d.Output, &d.Via, &d.Held, &d.Total)
+	d, err = scanDestState(s.db.QueryRowContext(ctx, `SELECT `+destStateCols+` FROM job_states WHERE job_id = ? AND peer_id = ?`, job, peerID))
 	if err == sql.ErrNoRows {
 		return d, false, nil
 	}
 	if err != nil {
 		return d, false, fmt.Errorf("read job state: %w", err)
 	}
-	d.At = time.UnixMilli(at).UTC()
 	return d, true, nil
 }
 
