@@ -24,7 +24,6 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
-	"strings"
 	"sync"
 	"time"
 
@@ -107,10 +106,10 @@ type Service struct {
 	log *slog.Logger
 
 	mu        sync.Mutex
-	fetchers  map[string][]asked    // by root CID, in the order they asked
-	first     map[string]time.Time  // when the first of them asked, by root CID
-	gathered  map[string]*gathering // by root CID and kin
-	ancestors []peer.AddrInfo       // above the parent, learnt from it
+	fetchers  map[string][]asked   // by root CID, in the order they asked
+	first     map[string]time.Time // when the first of them asked, by root CID
+	gathered  map[gatherKey]*gathering
+	ancestors []peer.AddrInfo // above the parent, learnt from it
 }
 
 type asked struct {
@@ -121,7 +120,7 @@ type asked struct {
 // New makes a Service; Start serves the protocol.
 func New(h host.Host, cfg Config) *Service {
 	cfg.setDefaults()
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}, gathered: map[string]*gathering{}}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "swarm"), fetchers: map[string][]asked{}, first: map[string]time.Time{}, gathered: map[gatherKey]*gathering{}}
 }
 
 // Start serves the protocol to this node's children.
@@ -173,7 +172,7 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, al
 			delete(s.fetchers, k)
 			delete(s.first, k)
 			for g := range s.gathered {
-				if strings.HasPrefix(g, k) {
+				if g.root == k {
 					delete(s.gathered, g)
 				}
 			}
@@ -192,7 +191,7 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, al
 			s.first[key] = now
 		}
 	}
-	g := key + kinOf(pr.Cert)
+	g := gatherKey{key, kinOf(pr.Cert)}
 	gt, ok := s.gathered[g]
 	if !ok {
 		gt = &gathering{all: make(chan struct{})}
@@ -227,12 +226,23 @@ type gathering struct {
 	closed bool
 }
 
-// kinOf names the group of children alike to one with certificate c.
-func kinOf(c cert.Cert) string {
+type gatherKey struct {
+	root string // CID key
+	kin  kin
+}
+
+// A kin is a group of children that are peers for blocks: relays with
+// relays, clients with clients at the same site.
+type kin struct {
+	role cert.Role
+	site string // "" for relays
+}
+
+func kinOf(c cert.Cert) kin {
 	if c.Role == cert.RoleRelay {
-		return "\x00relay"
+		return kin{role: c.Role}
 	}
-	return "\x00" + string(c.Role) + "\x00" + c.Site
+	return kin{role: c.Role, site: c.Site}
 }
 
 // peersFor are child pr's peers for root: the first MaxPeers alike
@@ -255,14 +265,8 @@ func (s *Service) peersFor(root cid.Cid, pr member.Peer) []peer.ID {
 	return out
 }
 
-// alike says whether two children are peers for blocks: relays with
-// relays, clients with clients at the same site.
-func alike(a, b cert.Cert) bool {
-	if a.Role != b.Role {
-		return false
-	}
-	return a.Role == cert.RoleRelay || a.Site == b.Site
-}
+// alike says whether two children are peers for blocks: of one kin.
+func alike(a, b cert.Cert) bool { return kinOf(a) == kinOf(b) }
 
 func (s *Service) infoOf(p peer.ID) info {
 	i := info{ID: []byte(p)}
