@@ -214,18 +214,21 @@ func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r re
 		return err
 	}
 	defer release()
+	var done func(n int)
 	if remote && !r.Missing {
-		done, err := s.fair.wait(ctx, p)
-		if err != nil {
+		if done, err = s.fair.wait(ctx, p); err != nil {
 			return err
 		}
+	}
+	err = wire.Write(str, r)
+	if done != nil {
 		sent := 0
-		defer func() { done(sent) }()
-		if err := wire.Write(str, r); err != nil {
-			return err
+		if err == nil {
+			sent = len(r.Data)
 		}
-		sent = len(r.Data)
-	} else if err := wire.Write(str, r); err != nil {
+		done(sent)
+	}
+	if err != nil {
 		return err
 	}
 	if !r.Missing {
