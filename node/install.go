@@ -10,7 +10,6 @@ import (
 	"runtime"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/ipfs/go-cid"
 
@@ -221,7 +220,7 @@ func (n *Node) installJob(ctx context.Context, m gossip.Manifest, step func(stat
 		}
 	}
 	n.inv.Trigger("installed " + r.Name + " " + r.Version)
-	return tailOf(fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), job.DefaultMaxOutput), nil
+	return fmt.Sprintf("installed %s %s in %s\n%s", r.Name, r.Version, dir, out), nil
 }
 
 // recoverInstalls, at start, finishes what a crash interrupted: a version
@@ -293,7 +292,7 @@ func (n *Node) uninstallJob(ctx context.Context, m gossip.Manifest, step func(st
 		return "", &job.Ended{Status: job.Status{State: job.Skipped, Reason: what + " is not installed here"}}
 	}
 	n.inv.Trigger("uninstalled " + name)
-	return tailOf(fmt.Sprintf("uninstalled %v\n%s", gone, out), job.DefaultMaxOutput), nil
+	return fmt.Sprintf("uninstalled %v\n%s", gone, out), nil
 }
 
 // transferJob runs a "transfer" job: the package is fetched and kept here
@@ -371,18 +370,4 @@ func (n *Node) deleteJob(ctx context.Context, m gossip.Manifest, step func(state
 		return "", err
 	}
 	return fmt.Sprintf("deleted %s %s: %d blocks removed, %d shared with other packages kept", r.Name, r.Version, freed, kept), nil
-}
-
-// tailOf is the last max bytes of s, cut at a rune's start.
-func tailOf(s string, max int) string {
-	if len(s) <= max {
-		return s
-	}
-	s = s[len(s)-max:]
-	for i := 0; i < len(s) && i < utf8.UTFMax; i++ {
-		if utf8.RuneStart(s[i]) {
-			return s[i:]
-		}
-	}
-	return s
 }

@@ -16,6 +16,7 @@ import (
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/swdist/swdist/gossip"
 )
@@ -81,8 +82,9 @@ type Config struct {
 }
 
 // Builtin runs a job of a type the node handles itself. It reports its
-// steps (fetching, running) with step, and returns a line for the operator;
-// an *Ended error ends the job in the state it carries (failed with output,
+// steps (fetching, running) with step, and returns a line for the operator
+// (its last MaxOutput bytes are kept, as of a command's output); an *Ended
+// error ends the job in the state it carries (failed with output,
 // skipped with why), any other error fails it.
 type Builtin func(ctx context.Context, m gossip.Manifest, step func(state, reason string)) (string, error)
 
@@ -353,7 +355,7 @@ func (e *Executor) run(ctx context.Context, ticket uint64, m gossip.Manifest) {
 		case err != nil:
 			e.transition(Status{Job: m.JobID, State: Failed, Reason: err.Error()})
 		default:
-			e.transition(Status{Job: m.JobID, State: Succeeded, Output: out})
+			e.transition(Status{Job: m.JobID, State: Succeeded, Output: tailOf(out, e.cfg.MaxOutput)})
 		}
 	}
 }
@@ -404,6 +406,20 @@ func Shell(ctx context.Context, dir, command string, timeout time.Duration, maxO
 		s.State, s.Exit, s.Reason = Failed, ee.ExitCode(), fmt.Sprintf("exit status %d", ee.ExitCode())
 	default:
 		s.State, s.Reason = Failed, err.Error()
+	}
+	return s
+}
+
+// tailOf is the last max bytes of s, cut at a rune's start.
+func tailOf(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	s = s[len(s)-max:]
+	for i := 0; i < len(s) && i < utf8.UTFMax; i++ {
+		if utf8.RuneStart(s[i]) {
+			return s[i:]
+		}
 	}
 	return s
 }
