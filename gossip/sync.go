@@ -78,14 +78,17 @@ func (s *Service) CatchUp(ctx context.Context) (int, error) {
 		}
 		// Cancels first: a node that was offline gets a job and its cancel
 		// together, and the job must not start before the cancel is known.
-		for _, cancels := range []bool{true, false} {
-			for _, it := range resp.Items {
-				if m, _, err := Describe(it.Raw); (err == nil && m.Type == TypeCancel) != cancels {
-					continue
-				}
-				if _, err := s.Accept(ctx, it.Raw); err == nil {
-					got++
-				}
+		var cancels, others [][]byte
+		for _, it := range resp.Items {
+			if m, _, err := Describe(it.Raw); err == nil && m.Type == TypeCancel {
+				cancels = append(cancels, it.Raw)
+			} else {
+				others = append(others, it.Raw)
+			}
+		}
+		for _, raw := range append(cancels, others...) {
+			if _, err := s.Accept(ctx, raw); err == nil {
+				got++
 			}
 		}
 		cursor = last
