@@ -277,6 +277,45 @@ func printBandwidth(c *cluster, sw swResult) {
 	_ = w.Flush()
 	fmt.Printf("CPU seconds include enrollment and start-up; this benchmark's own polling used %.1f s.\n", sw.selfCPU)
 	fmt.Printf("Relays' connections to their parent and to each other: %d QUIC, %d TCP.\n", sw.wanLinks["QUIC"], sw.wanLinks["TCP"])
+	printWAN(c, bw)
+}
+
+// printWAN shows what crossed the WAN between the server and the relays:
+// MiB of stream bytes from each (row) to each (column), as the sender
+// counted them. A row is what that node's uplink carried: a relay whose
+// row is longer than its siblings' is the one the others waited for.
+func printWAN(c *cluster, bw map[*node]api.Bandwidth) {
+	wan := append([]*node{c.server}, c.relays...)
+	fmt.Println("\nAcross the WAN (MiB of stream bytes, from each row to each column):")
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprint(w, "FROM \\ TO\t")
+	for _, n := range wan {
+		fmt.Fprintf(w, "%s\t", n.name)
+	}
+	fmt.Fprintln(w)
+	in := make([]int64, len(wan))
+	for _, from := range wan {
+		fmt.Fprintf(w, "%s\t", from.name)
+		out := map[string]int64{}
+		for _, pt := range bw[from].Peers {
+			out[pt.PeerID] = pt.Out
+		}
+		for j, to := range wan {
+			if to == from {
+				fmt.Fprint(w, "-\t")
+				continue
+			}
+			in[j] += out[to.peerID]
+			fmt.Fprintf(w, "%.1f\t", float64(out[to.peerID])/(1<<20))
+		}
+		fmt.Fprintln(w)
+	}
+	fmt.Fprint(w, "received\t")
+	for j := range wan {
+		fmt.Fprintf(w, "%.1f\t", float64(in[j])/(1<<20))
+	}
+	fmt.Fprintln(w)
+	_ = w.Flush()
 }
 
 // bounds is the lower bound on the time to the last client, and its terms.
