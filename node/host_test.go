@@ -1,17 +1,28 @@
 package node
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"reflect"
+	"slices"
+	"sync"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	rcmgr "github.com/libp2p/go-libp2p/p2p/host/resource-manager"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
+	"github.com/swdist/swdist/internal/certtest"
 	"github.com/swdist/swdist/node/config"
 )
 
@@ -121,4 +132,147 @@ func sameAsDefault[K comparable](m map[K]rcmgr.ResourceLimits, def rcmgr.Resourc
 		}
 	}
 	return out
+}
+
+// quicFirst keeps libp2p's order and holds TCP back tcpFallback behind the
+// last QUIC dial, only when the peer has a QUIC address.
+func TestQUICFirstHoldsTCPBack(t *testing.T) {
+	quic1 := ma.StringCast("/ip4/10.0.0.1/udp/7400/quic-v1")
+	quic2 := ma.StringCast("/ip4/10.0.0.2/udp/7400/quic-v1")
+	tcp1 := ma.StringCast("/ip4/10.0.0.1/tcp/7400")
+	tcp2 := ma.StringCast("/ip4/10.0.0.2/tcp/7400")
+	pub := ma.StringCast("/ip4/1.2.3.4/tcp/7400")
+	for _, tc := range []struct {
+		name  string
+		addrs []ma.Multiaddr
+		want  map[string]time.Duration // by address
+	}{
+		{"QUIC and TCP", []ma.Multiaddr{tcp1, quic1},
+			map[string]time.Duration{quic1.String(): 0, tcp1.String(): tcpFallback}},
+		{"two of each", []ma.Multiaddr{tcp1, tcp2, quic1, quic2},
+			map[string]time.Duration{quic1.String(): 0, quic2.String(): swarm.PrivateQUICDelay,
+				tcp1.String(): swarm.PrivateQUICDelay + tcpFallback, tcp2.String(): swarm.PrivateQUICDelay + tcpFallback}},
+		{"TCP only", []ma.Multiaddr{tcp1, pub},
+			map[string]time.Duration{tcp1.String(): 0, pub.String(): 0}},
+		{"QUIC only", []ma.Multiaddr{quic1}, map[string]time.Duration{quic1.String(): 0}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := map[string]time.Duration{}
+			for _, a := range quicFirst(tc.addrs) {
+				got[a.Addr.String()] = a.Delay
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("delays (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// Two real hosts listening on TCP and QUIC end up on QUIC even when the
+// QUIC handshake is slow, as on a machine busy starting many nodes, and on
+// TCP where UDP does not get through. A forwarder in front of the QUIC
+// listener holds every packet 100 ms each way, or drops them all, while
+// TCP answers at once. With libp2p's default ranking (TCP 30 ms behind
+// QUIC on a local network) TCP won the slow handshake's race.
+func TestDialsPreferQUICAndFallBackToTCP(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		udp      func(t *testing.T, to string) *net.UDPAddr
+		wantQUIC bool
+	}{
+		{"slow QUIC handshake", func(t *testing.T, to string) *net.UDPAddr { return slowUDP(t, to, 100*time.Millisecond) }, true},
+		{"UDP dropped", func(t *testing.T, to string) *net.UDPAddr { return slowUDP(t, to, -1) }, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			listen := []string{"/ip4/127.0.0.1/tcp/0", "/ip4/127.0.0.1/udp/0/quic-v1"}
+			limits := config.Limits{MaxConns: 16, ConnLow: 8, ConnHigh: 12}
+			server, err := newHost(certtest.NewKey(t), listen, limits, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { server.Close() })
+			client, err := newHost(certtest.NewKey(t), nil, limits, nil, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { client.Close() })
+			var addrs []ma.Multiaddr
+			for _, a := range server.Addrs() {
+				if !isQUIC(a) {
+					addrs = append(addrs, a)
+					continue
+				}
+				port, err := a.ValueForProtocol(ma.P_UDP)
+				if err != nil {
+					t.Fatal(err)
+				}
+				front := tc.udp(t, "127.0.0.1:"+port)
+				addrs = append(addrs, ma.StringCast(fmt.Sprintf("/ip4/127.0.0.1/udp/%d/quic-v1", front.Port)))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if err := client.Connect(ctx, peer.AddrInfo{ID: server.ID(), Addrs: addrs}); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range client.Network().ConnsToPeer(server.ID()) {
+				if isQUIC(c.RemoteMultiaddr()) != tc.wantQUIC {
+					t.Errorf("connected over %s, want QUIC: %v", c.RemoteMultiaddr(), tc.wantQUIC)
+				}
+			}
+		})
+	}
+}
+
+// slowUDP forwards UDP datagrams between one client and to, holding each
+// for delay in either direction, or dropping them all if delay < 0; it
+// returns the address to send to.
+func slowUDP(t *testing.T, to string, delay time.Duration) *net.UDPAddr {
+	t.Helper()
+	front, err := net.ListenUDP("udp4", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, err := net.ResolveUDPAddr("udp4", to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := net.DialUDP("udp4", nil, target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { front.Close(); back.Close() })
+	var mu sync.Mutex
+	var client *net.UDPAddr
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, from, err := front.ReadFromUDP(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			client = from
+			mu.Unlock()
+			if delay < 0 {
+				continue
+			}
+			b := slices.Clone(buf[:n])
+			time.AfterFunc(delay, func() { _, _ = back.Write(b) })
+		}
+	}()
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			n, err := back.Read(buf)
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			to := client
+			mu.Unlock()
+			b := slices.Clone(buf[:n])
+			time.AfterFunc(delay, func() { _, _ = front.WriteToUDP(b, to) })
+		}
+	}()
+	return front.LocalAddr().(*net.UDPAddr)
 }
