@@ -39,7 +39,7 @@ type Store struct {
 	bs bstore.Blockstore
 
 	mu      sync.Mutex
-	changed chan struct{} // closed at the next Put
+	waiters map[string]map[chan struct{}]bool // by multihash: who waits for that block (Notify)
 }
 
 // Open opens (creating if needed) the block store in dir.
@@ -62,7 +62,7 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block store %s: %w", dir, err)
 	}
-	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix()), changed: make(chan struct{})}, nil
+	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix()), waiters: map[string]map[chan struct{}]bool{}}, nil
 }
 
 // Close closes the store.
@@ -90,18 +90,43 @@ func (s *Store) Put(ctx context.Context, c cid.Cid, data []byte) error {
 		return fmt.Errorf("store block %s: %w", c, err)
 	}
 	s.mu.Lock()
-	close(s.changed)
-	s.changed = make(chan struct{})
+	for ch := range s.waiters[string(c.Hash())] {
+		select {
+		case ch <- struct{}{}:
+		default: // told already, and not yet looked
+		}
+	}
 	s.mu.Unlock()
 	return nil
 }
 
-// Changed returns a channel closed when the next block is stored: take it,
-// look for what you wait for, and wait on it if that is not there yet.
-func (s *Store) Changed() <-chan struct{} {
+// Notify returns a channel told (it holds one signal, however many
+// arrive) each time one of cids is stored, until stop is called. Call it
+// before looking for the blocks, then wait on it for those not there yet:
+// a block stored in between is not missed. Only the waiters for a block
+// are woken when it arrives, so a relay with thousands of requests
+// waiting does not look again for all their blocks at every one.
+func (s *Store) Notify(cids []cid.Cid) (arrived <-chan struct{}, stop func()) {
+	ch := make(chan struct{}, 1)
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.changed
+	for _, c := range cids {
+		k := string(c.Hash())
+		if s.waiters[k] == nil {
+			s.waiters[k] = map[chan struct{}]bool{}
+		}
+		s.waiters[k][ch] = true
+	}
+	s.mu.Unlock()
+	return ch, func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, c := range cids {
+			k := string(c.Hash())
+			if delete(s.waiters[k], ch); len(s.waiters[k]) == 0 {
+				delete(s.waiters, k)
+			}
+		}
+	}
 }
 
 // Check verifies that data hashes to c.

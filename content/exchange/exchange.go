@@ -164,9 +164,10 @@ func (s *Service) Start() {
 			lim = s.cfg.ServeLimit(pr)
 		}
 		remote := s.cfg.Remote != nil && s.cfg.Remote(pr)
+		arrived, stop := s.cfg.Store.Notify(ids)
+		defer stop()
 		pending := ids
 		for len(pending) > 0 {
-			changed := s.cfg.Store.Changed()
 			finished := isClosed(upDone)
 			rest := pending[:0:0]
 			for _, c := range pending {
@@ -196,7 +197,7 @@ func (s *Service) Start() {
 				break
 			}
 			select {
-			case <-changed:
+			case <-arrived:
 			case <-upDone:
 			case <-ctx.Done():
 				_ = str.Reset()
