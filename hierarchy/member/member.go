@@ -408,8 +408,20 @@ func (s *Service) handleHello(str network.Stream) {
 // would be lost until it timed out; closed before the new connection
 // carries anything, no protocol mixes the two. Connections this node
 // dialed are left alone, so that two peers dialing each other at once do
-// not close both.
+// not close both. So are those of a peer not verified yet: a second
+// connection before its first hello is done is a dial racing another (QUIC
+// and TCP at once), not a restart, and closing the first would break the
+// hello on it; the peer's side then gave up on this node while this node
+// waited for a hello, and the two refused each other's streams until the
+// hello timeout.
 func (s *Service) dropStale(p peer.ID) {
+	s.mu.Lock()
+	st, ok := s.peers[p]
+	verified := ok && settled(st) && st.err == nil
+	s.mu.Unlock()
+	if !verified {
+		return
+	}
 	for _, old := range s.h.Network().ConnsToPeer(p) {
 		if old.Stat().Direction != network.DirInbound {
 			continue

@@ -328,3 +328,59 @@ func assertRefusedAtRoot(t *testing.T, root *member_, p peer.ID) {
 		time.Sleep(100 * time.Millisecond)
 	}
 }
+
+// A peer that connects again while this node still holds a connection it
+// dialed: if the peer was verified on that connection, it restarted or
+// lost it, and the old one is closed; if its hello is not done yet, the
+// second connection is a dial racing the first (QUIC and TCP at once), and
+// closing the first would break the hello under way, so both stay. Here
+// a second host with the same key plays the peer's second connection.
+func TestPeerDialingAgain(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		verified   bool // the first connection's hello is done
+		wantClosed bool // the root closes the first connection
+	}{
+		{"verified peer: old connection closed", true, true},
+		{"peer still to say hello: both kept", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			o := certtest.NewOrg(t)
+			rn := o.RootNode(t)
+			root := startMember(t, rn.Key, rn.Chain, o.V)
+			key := certtest.NewKey(t)
+			var first host.Host
+			if tc.verified {
+				first = startMember(t, key, chainFor(t, o, rn, key, cert.RoleClient), o.V).h
+			} else {
+				first = newHost(t, key, nil) // connects, says no hello
+			}
+			if err := connect(ctx, first, root.h); err != nil {
+				t.Fatal(err)
+			}
+			if tc.verified {
+				if _, err := root.svc.Wait(ctx, first.ID()); err != nil {
+					t.Fatalf("root did not verify the peer: %v", err)
+				}
+			}
+			second := newHost(t, key, nil)
+			if err := connect(ctx, second, root.h); err != nil {
+				t.Fatal(err)
+			}
+			if tc.wantClosed {
+				waitDisconnected(t, first, root.h.ID())
+				return
+			}
+			// Well within the hello timeout, after which a silent peer is
+			// dropped anyway.
+			for range 10 {
+				if first.Network().Connectedness(root.h.ID()) != network.Connected {
+					t.Fatal("the root closed the first connection of a peer whose hello was not done")
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+		})
+	}
+}
