@@ -30,13 +30,20 @@ type node struct {
 // block store in a temporary directory and this package's service.
 func start(t *testing.T, o certtest.Org, n certtest.Node, remote func(member.Peer) bool) *node {
 	t.Helper()
+	return startWith(t, o, n, Config{Remote: remote})
+}
+
+// startWith is start with cfg's Remote and Upstream.
+func startWith(t *testing.T, o certtest.Org, n certtest.Node, cfg Config) *node {
+	t.Helper()
 	mn := membertest.Start(t, o, n)
 	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { st.Close() })
-	s := New(mn.H, Config{Member: mn.M, Store: st, Logger: membertest.Quiet(), Remote: remote})
+	cfg.Member, cfg.Store, cfg.Logger = mn.M, st, membertest.Quiet()
+	s := New(mn.H, cfg)
 	s.Start()
 	t.Cleanup(s.Close)
 	return &node{Node: mn, store: st}
@@ -120,6 +127,56 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 		}
 	case <-ctx.Done():
 		t.Fatal("the second request was not answered after the first block was read")
+	}
+}
+
+// TestBlockGoesOutWhenStored: a block asked for that is not here yet goes
+// out the moment it is stored, while the pull-through that brought it is
+// still under way (a relay passes each block on as it arrives).
+func TestBlockGoesOutWhenStored(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	data := make([]byte, 64<<10)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	c, err := blocks.CID(cid.Raw, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{}) // the pull-through's other blocks never come
+	t.Cleanup(func() { close(held) })
+	var server *node
+	server = startWith(t, o, rn, Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
+		// The block comes a moment later, once the server has looked for
+		// it and begun to wait.
+		select {
+		case <-time.After(200 * time.Millisecond):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		if err := server.store.Put(ctx, c, data); err != nil {
+			return err
+		}
+		select {
+		case <-held:
+		case <-ctx.Done():
+		}
+		return nil
+	}})
+	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	connect(t, client, server)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := ask(t, ctx, client, server, c)
+	_ = s.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var r reply
+	if err := wire.Read(s, maxBlock+1024, &r); err != nil {
+		t.Fatalf("the block was not sent while its pull-through went on: %v", err)
+	}
+	if r.Missing || string(r.Data) != string(data) {
+		t.Fatalf("got missing=%v, %d bytes; want the block", r.Missing, len(r.Data))
 	}
 }
 
