@@ -69,8 +69,9 @@ func newHost(key crypto.PrivKey, listen []string, limits config.Limits, gater co
 
 // tcpFallback is how long after its last QUIC dial a peer that listens on
 // QUIC too is dialed over TCP: long enough for a QUIC handshake on a busy
-// machine, so that TCP is only what a network without UDP falls back to
-// (a QUIC dial that fails at once lets TCP go at once).
+// machine, so that TCP is only what a network without UDP falls back to.
+// TCP goes sooner only if every QUIC dial returns an error before then; a
+// closed UDP port or filtered UDP costs the whole second.
 const tcpFallback = time.Second
 
 // quicFirst orders the dials to a peer's addresses as libp2p's default
@@ -93,9 +94,20 @@ func quicFirst(addrs []ma.Multiaddr) []network.AddrDelay {
 	if !hasQUIC {
 		return ranked
 	}
-	for i, a := range ranked {
-		if !isQUIC(a.Addr) {
-			ranked[i].Delay = max(a.Delay, lastQUIC+tcpFallback)
+	// Every other address moves by the same amount, so that the first goes
+	// tcpFallback after the last QUIC dial and libp2p's spacing between
+	// them stays.
+	first, found := time.Duration(0), false
+	for _, a := range ranked {
+		if !isQUIC(a.Addr) && (!found || a.Delay < first) {
+			first, found = a.Delay, true
+		}
+	}
+	if shift := lastQUIC + tcpFallback - first; found && shift > 0 {
+		for i, a := range ranked {
+			if !isQUIC(a.Addr) {
+				ranked[i].Delay += shift
+			}
 		}
 	}
 	return ranked

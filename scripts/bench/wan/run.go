@@ -282,8 +282,9 @@ func printBandwidth(c *cluster, sw swResult) {
 
 // printWAN shows what crossed the WAN between the server and the relays:
 // MiB of stream bytes from each (row) to each (column), as the sender
-// counted them. A row is what that node's uplink carried: a relay whose
-// row is longer than its siblings' is the one the others waited for.
+// counted them. A row is what that node's uplink carried to the server and
+// the relays: a relay whose row is longer than its siblings' is the one
+// the others waited for. A node whose 'stats bw' failed shows "?".
 func printWAN(c *cluster, bw map[*node]api.Bandwidth) {
 	wan := append([]*node{c.server}, c.relays...)
 	fmt.Println("\nAcross the WAN (MiB of stream bytes, from each row to each column):")
@@ -296,6 +297,10 @@ func printWAN(c *cluster, bw map[*node]api.Bandwidth) {
 	in := make([]int64, len(wan))
 	for _, from := range wan {
 		fmt.Fprintf(w, "%s\t", from.name)
+		if _, ok := bw[from]; !ok {
+			fmt.Fprintln(w, strings.Repeat("?\t", len(wan)))
+			continue
+		}
 		out := map[string]int64{}
 		for _, pt := range bw[from].Peers {
 			out[pt.PeerID] = pt.Out
