@@ -245,6 +245,13 @@ func (s *Service) connected(_ network.Network, c network.Conn) {
 	p := c.RemotePeer()
 	s.mu.Lock()
 	st := s.entry(p)
+	if settled(st) && st.err != nil && !s.gater.Banned(p) {
+		// A hello that failed (its connection closed under it) is not
+		// the last word on a new connection: start afresh, so that this
+		// one is greeted and waiters wait for its outcome.
+		st = &state{done: make(chan struct{})}
+		s.peers[p] = st
+	}
 	greet := c.Stat().Direction == network.DirOutbound && !st.greeting && !settled(st)
 	if greet {
 		st.greeting = true
@@ -312,7 +319,13 @@ func (s *Service) greet(p peer.ID) {
 // the peer's); one verified before keeps its standing.
 func (s *Service) greetFailed(p peer.ID, err error) {
 	s.mu.Lock()
-	st := s.entry(p)
+	st, ok := s.peers[p]
+	if !ok {
+		// Disconnected meanwhile: nothing to settle, and a record made
+		// now would outlive the connections it was about.
+		s.mu.Unlock()
+		return
+	}
 	st.greeting = false
 	already := settled(st)
 	s.mu.Unlock()
@@ -375,13 +388,12 @@ func (s *Service) RefusedBy(p peer.ID) (string, bool) {
 func (s *Service) handleHello(str network.Stream) {
 	p := str.Conn().RemotePeer()
 	s.mu.Lock()
-	s.entry(p).handling++
+	st := s.entry(p)
+	st.handling++
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
-		if st, ok := s.peers[p]; ok {
-			st.handling--
-		}
+		st.handling-- // this entry's, even if a new one replaced it
 		s.mu.Unlock()
 	}()
 	var refused error
@@ -445,10 +457,20 @@ func (s *Service) verify(p peer.ID, ch cert.Chain) (Peer, error) {
 // settle records the outcome of a hello with p. A refused peer is
 // disconnected, and banned if ban is set (its chain failed verification);
 // a verified one is announced. A peer verified before that says hello again
-// (after renewing its certificate) has its record replaced.
+// (after renewing its certificate) has its record replaced. A peer that
+// disconnected meanwhile gets no record (one made now would outlive its
+// connections, and no disconnect would undo its announcement); a chain
+// that failed is banned all the same.
 func (s *Service) settle(p peer.ID, pr Peer, err error, ban bool) {
 	s.mu.Lock()
-	st := s.entry(p)
+	st, ok := s.peers[p]
+	if !ok {
+		s.mu.Unlock()
+		if err != nil && ban {
+			s.refuse(p, err, true, false)
+		}
+		return
+	}
 	st.greeting = false
 	already := settled(st)
 	tell := false

@@ -384,3 +384,40 @@ func TestPeerDialingAgain(t *testing.T) {
 		})
 	}
 }
+
+// A hello whose connection is cut under it is not the last word: the next
+// connection is greeted and the peer verified. Here the other side closes
+// the connection as soon as the hello stream opens, then becomes a member.
+// Whether the failed hello's record was made before or after its
+// connection's disconnect is a race, so the test tries it ten times (one
+// order left the record standing, and nothing greeted again).
+func TestGreetedAgainAfterHelloCutOff(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	key := certtest.NewKey(t)
+	child := startMember(t, key, chainFor(t, o, rn, key, cert.RoleClient), o.V)
+	for i := range 10 {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		g := member.NewGater()
+		h := newHost(t, rn.Key, g)
+		h.SetStreamHandler(member.HelloProtocol, func(s network.Stream) { _ = s.Conn().Close() })
+		if err := connect(ctx, child.h, h); err != nil {
+			t.Fatal(err)
+		}
+		waitDisconnected(t, child.h, h.ID())
+		svc := member.New(h, g, member.Config{
+			Verifier: o.V, Chain: func() cert.Chain { return rn.Chain }, HelloTimeout: helloTimeout,
+			RecheckEvery: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		})
+		svc.Start() // its hello handler replaces the one that cut
+		if err := connect(ctx, child.h, h); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := child.svc.Wait(ctx, h.ID()); err != nil {
+			t.Fatalf("try %d: not verified on the next connection: %v", i+1, err)
+		}
+		svc.Close()
+		h.Close()
+		cancel()
+	}
+}
