@@ -61,10 +61,7 @@ func startMember(t *testing.T, key crypto.PrivKey, chain cert.Chain, v *cert.Ver
 	t.Helper()
 	g := member.NewGater()
 	m := &member_{key: key, h: newHost(t, key, g)}
-	m.svc = member.New(m.h, g, member.Config{
-		Verifier: v, Chain: func() cert.Chain { return chain }, HelloTimeout: helloTimeout,
-		RecheckEvery: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
+	m.svc = member.New(m.h, g, memberConfig(chain, v))
 	m.svc.Start()
 	t.Cleanup(m.svc.Close)
 	m.h.SetStreamHandler(testProto, m.svc.Guard(func(_ member.Peer, s network.Stream) {
@@ -73,6 +70,23 @@ func startMember(t *testing.T, key crypto.PrivKey, chain cert.Chain, v *cert.Ver
 		s.Close()
 	}))
 	return m
+}
+
+// memberConfig is the tests' member service configuration for a node
+// with chain.
+func memberConfig(chain cert.Chain, v *cert.Verifier) member.Config {
+	return member.Config{
+		Verifier: v, Chain: func() cert.Chain { return chain }, HelloTimeout: helloTimeout,
+		RecheckEvery: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
+	}
+}
+
+// orgRoot makes an organisation and starts its root member.
+func orgRoot(t *testing.T) (certtest.Org, certtest.Node, *member_) {
+	t.Helper()
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	return o, rn, startMember(t, rn.Key, rn.Chain, o.V)
 }
 
 // rootAndOutsider starts an organisation's root member and connects to it
@@ -181,9 +195,7 @@ func TestRefusedPeers(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			o := certtest.NewOrg(t)
-			rn := o.RootNode(t)
-			root := startMember(t, rn.Key, rn.Chain, o.V)
+			o, rn, root := orgRoot(t)
 			// The intruder runs a member service too, so it really says
 			// hello, with the chain under test.
 			key := certtest.NewKey(t)
@@ -347,9 +359,7 @@ func TestPeerDialingAgain(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			o := certtest.NewOrg(t)
-			rn := o.RootNode(t)
-			root := startMember(t, rn.Key, rn.Chain, o.V)
+			o, rn, root := orgRoot(t)
 			key := certtest.NewKey(t)
 			var first host.Host
 			if tc.verified {
@@ -405,10 +415,7 @@ func TestGreetedAgainAfterHelloCutOff(t *testing.T) {
 			t.Fatal(err)
 		}
 		waitDisconnected(t, child.h, h.ID())
-		svc := member.New(h, g, member.Config{
-			Verifier: o.V, Chain: func() cert.Chain { return rn.Chain }, HelloTimeout: helloTimeout,
-			RecheckEvery: time.Hour, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
-		})
+		svc := member.New(h, g, memberConfig(rn.Chain, o.V))
 		svc.Start() // its hello handler replaces the one that cut
 		if err := connect(ctx, child.h, h); err != nil {
 			t.Fatal(err)
