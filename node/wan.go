@@ -25,12 +25,17 @@ func (n *Node) fetchLimit() func(peer.ID) *ratelimit.Limiter {
 		return nil
 	}
 	return func(p peer.ID) *ratelimit.Limiter {
-		if pr, ok := n.member.Peer(p); ok && pr.Cert.Site == n.cfg.Site {
+		if pr, ok := n.member.Peer(p); ok && !n.acrossWAN(pr) {
 			return nil
 		}
 		return lim
 	}
 }
+
+// acrossWAN says whether pr is at another site than this node: what passes
+// between them crosses this node's WAN link (paced by fetchLimit, and
+// shared fairly by the exchange's Remote).
+func (n *Node) acrossWAN(pr member.Peer) bool { return pr.Cert.Site != n.cfg.Site }
 
 // serveLimit paces what this node serves, all together, to nodes below its
 // children that fetch from it because their own relay is down
