@@ -83,27 +83,19 @@ const tcpFallback = time.Second
 // against 19).
 func quicFirst(addrs []ma.Multiaddr) []network.AddrDelay {
 	ranked := swarm.DefaultDialRanker(addrs)
-	var lastQUIC time.Duration
-	hasQUIC := false
+	var lastQUIC, firstOther time.Duration
+	hasQUIC, hasOther := false, false
 	for _, a := range ranked {
 		if isQUIC(a.Addr) {
-			hasQUIC = true
-			lastQUIC = max(lastQUIC, a.Delay)
+			hasQUIC, lastQUIC = true, max(lastQUIC, a.Delay)
+		} else if !hasOther || a.Delay < firstOther {
+			hasOther, firstOther = true, a.Delay
 		}
-	}
-	if !hasQUIC {
-		return ranked
 	}
 	// Every other address moves by the same amount, so that the first goes
 	// tcpFallback after the last QUIC dial and libp2p's spacing between
 	// them stays.
-	first, found := time.Duration(0), false
-	for _, a := range ranked {
-		if !isQUIC(a.Addr) && (!found || a.Delay < first) {
-			first, found = a.Delay, true
-		}
-	}
-	if shift := lastQUIC + tcpFallback - first; found && shift > 0 {
+	if shift := lastQUIC + tcpFallback - firstOther; hasQUIC && hasOther && shift > 0 {
 		for i, a := range ranked {
 			if !isQUIC(a.Addr) {
 				ranked[i].Delay += shift
