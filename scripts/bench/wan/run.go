@@ -250,7 +250,6 @@ func printBandwidth(c *cluster, sw swResult) {
 	fmt.Println("\nWho sent what ('swdist stats bw' on each node; MiB of stream bytes, all protocols, by the receiver's relation to the sender):")
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(w, "NODE\tSITE\tOUT\tTO PARENT\tTO CHILDREN\tTO SAME-SITE PEERS\tTO OTHER SITES (PEERS)\tBLOCKS IN\tBLOCKS OUT\tCPU s\t")
-	mib := func(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 	for _, n := range c.all() {
 		b, ok := bw[n]
 		if !ok {
@@ -311,17 +310,20 @@ func printWAN(c *cluster, bw map[*node]api.Bandwidth) {
 				continue
 			}
 			in[j] += out[to.peerID]
-			fmt.Fprintf(w, "%.1f\t", float64(out[to.peerID])/(1<<20))
+			fmt.Fprintf(w, "%s\t", mib(out[to.peerID]))
 		}
 		fmt.Fprintln(w)
 	}
 	fmt.Fprint(w, "received\t")
 	for j := range wan {
-		fmt.Fprintf(w, "%.1f\t", float64(in[j])/(1<<20))
+		fmt.Fprintf(w, "%s\t", mib(in[j]))
 	}
 	fmt.Fprintln(w)
 	_ = w.Flush()
 }
+
+// mib is b bytes in MiB, to a tenth.
+func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 
 // bounds is the lower bound on the time to the last client, and its terms.
 type bounds struct {
