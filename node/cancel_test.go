@@ -102,9 +102,16 @@ func TestCancelReachesOfflineClient(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 2,
-		gossip.Manifest{Type: gossip.TypeCancel, Params: map[string]string{gossip.ParamJob: job.ID}}, target...)}); err != nil {
+	cancelled, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signManifest(t, key, adm, 2,
+		gossip.Manifest{Type: gossip.TypeCancel, Params: map[string]string{gossip.ParamJob: job.ID}}, target...)})
+	if err != nil {
 		t.Fatal(err)
+	}
+	cancelID := cancelled.ID
+	// Both are sent once a1's relay holds them; a1 comes back only then
+	// (back before the cancel reached relay-a, it would rightly run the job).
+	for _, id := range []string{job.ID, cancelID} {
+		eventually(t, "relay-a holds "+id, func() bool { held, _ := holds(c.nodes["relay-a"], id); return held })
 	}
 	c.start("a1")
 	statusAt(t, c, "server", job.ID, "a1 cancelled the job", func(s api.JobStatus) bool { return s.Counts["cancelled"] == 1 })

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/swdist/swdist/node/api"
 )
@@ -11,13 +12,17 @@ import (
 // statusAt waits until the job's status at the named node satisfies cond.
 func statusAt(t *testing.T, c *cluster, name, id string, what string, cond func(api.JobStatus) bool) api.JobStatus {
 	t.Helper()
-	var st api.JobStatus
-	eventually(t, what, func() bool {
-		var err error
-		st, err = c.nodes[name].JobStatus(context.Background(), id, true)
-		return err == nil && cond(st)
-	})
-	return st
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		st, err := c.nodes[name].JobStatus(context.Background(), id, true)
+		if err == nil && cond(st) {
+			return st
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting until %s; %s last said %+v (err %v)", what, name, st.Counts, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // TestJobRunsAndReportsUp: clients run a job and their states reach the
