@@ -145,6 +145,9 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	fmt.Printf("  %5.2f s  job %s signed and accepted by the server ('swdist job create')\n", time.Since(t0).Seconds(), id)
 	last, lastAt := before, t0
 	lastCPU := readCPU()
+	_, dropsBefore, _ := t.siteQueues(ctx)
+	queued := make([]uint64, len(t.gws)) // sum of the samples of each site's shaper queue
+	samples := 0
 	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
 		// A relay's record of the package says when to the second only:
 		// each is asked until it holds it.
@@ -160,8 +163,22 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 			if now, err := t.readUplinks(ctx); err == nil {
 				d, secs := now.since(last), time.Since(lastAt).Seconds()
 				line := fmt.Sprintf("  %5.1f s  Mbit/s sent: server %.1f", el.Seconds(), float64(d.server.tx)*8/secs/1e6)
+				// And what waits in each site's shaper (a sample): a full
+				// queue delays everything that leaves the site, the ACKs of
+				// what it receives included.
+				backlog, _, qerr := t.siteQueues(ctx)
+				if qerr == nil {
+					samples++
+					for i, b := range backlog {
+						queued[i] += b
+					}
+				}
 				for i := range d.sites {
-					line += fmt.Sprintf(", s%d %.1f (in %.1f)", i+1, float64(d.sites[i].tx)*8/secs/1e6, float64(d.sites[i].rx)*8/secs/1e6)
+					q := ""
+					if qerr == nil {
+						q = fmt.Sprintf(", queue %d KiB", backlog[i]>>10)
+					}
+					line += fmt.Sprintf(", s%d %.1f (in %.1f%s)", i+1, float64(d.sites[i].tx)*8/secs/1e6, float64(d.sites[i].rx)*8/secs/1e6, q)
 				}
 				cpu := readCPU()
 				fmt.Printf("%s; CPU (machine) %.0f %%; %s\n", line, cpu.busySince(lastCPU), countsLine(st.Counts))
@@ -185,6 +202,13 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	}
 	r.up = after.since(before)
 	fmt.Printf("  %5.1f s  %s: the server knows the last client holds the verified package\n", r.reported.Seconds(), countsLine(st.Counts))
+	if _, dropsAfter, err := t.siteQueues(ctx); err == nil && samples > 0 && len(dropsBefore) == len(dropsAfter) {
+		line := "Site uplink shapers (tbf): mean queue of the samples above, packets dropped:"
+		for i := range dropsAfter {
+			line += fmt.Sprintf(" s%d %d KiB, %d;", i+1, queued[i]/uint64(samples)>>10, dropsAfter[i]-dropsBefore[i])
+		}
+		fmt.Println(strings.TrimSuffix(line, ";"))
+	}
 	// When each client held it, by its own clock (the same machine's): the
 	// time its report of success carries, before it travelled up the tree.
 	var times []time.Duration

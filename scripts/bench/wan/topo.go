@@ -291,6 +291,42 @@ func devCounters(ctx context.Context, ns, dev string) (counters, error) {
 	return counters{tx: v[0].Stats64.Tx.Bytes, rx: v[0].Stats64.Rx.Bytes}, nil
 }
 
+// shaperQueue is what the tbf shaper on dev in ns holds now (bytes
+// waiting to go out) and the packets it dropped since it was made.
+func shaperQueue(ctx context.Context, ns, dev string) (backlog, drops uint64, err error) {
+	out, err := exec.CommandContext(ctx, "tc", "-j", "-s", "-n", ns, "qdisc", "show", "dev", dev).Output()
+	if err != nil {
+		return 0, 0, fmt.Errorf("tc -s -n %s qdisc show dev %s: %w", ns, dev, err)
+	}
+	var v []struct {
+		Kind    string `json:"kind"`
+		Backlog uint64 `json:"backlog"`
+		Drops   uint64 `json:"drops"`
+	}
+	if err := json.Unmarshal(out, &v); err != nil {
+		return 0, 0, fmt.Errorf("tc -j -s qdisc: unexpected output %q", out)
+	}
+	for _, q := range v {
+		if q.Kind == "tbf" {
+			return q.Backlog, q.Drops, nil
+		}
+	}
+	return 0, 0, fmt.Errorf("no tbf on %s in %s", dev, ns)
+}
+
+// siteQueues samples the shaper queue of each site's uplink (see
+// shaperQueue), in site order.
+func (t *topo) siteQueues(ctx context.Context) (backlog, drops []uint64, err error) {
+	for _, gw := range t.gws {
+		b, d, err := shaperQueue(ctx, gw, "uplink")
+		if err != nil {
+			return nil, nil, err
+		}
+		backlog, drops = append(backlog, b), append(drops, d)
+	}
+	return backlog, drops, nil
+}
+
 // uplinks reads the server's uplink and each site's uplink counters.
 type uplinks struct {
 	server counters
