@@ -113,9 +113,19 @@ func (c *cluster) id(name string) peer.ID { return c.nodes[name].Host().ID() }
 // eventually polls cond until it holds, bounded.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
+	waitFor(t, what, cond, nil)
+}
+
+// waitFor is eventually, and its failure says what last (if not nil)
+// tells of the last look.
+func waitFor(t *testing.T, what string, cond func() bool, last func() string) {
+	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
+			if last != nil {
+				t.Fatalf("timed out waiting until %s; %s", what, last())
+			}
 			t.Fatalf("timed out waiting until %s", what)
 		}
 		time.Sleep(50 * time.Millisecond)

@@ -2,9 +2,9 @@ package node_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/swdist/swdist/node/api"
 )
@@ -12,17 +12,13 @@ import (
 // statusAt waits until the job's status at the named node satisfies cond.
 func statusAt(t *testing.T, c *cluster, name, id string, what string, cond func(api.JobStatus) bool) api.JobStatus {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		st, err := c.nodes[name].JobStatus(context.Background(), id, true)
-		if err == nil && cond(st) {
-			return st
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting until %s; %s last said %+v (err %v)", what, name, st.Counts, err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	var st api.JobStatus
+	var err error
+	waitFor(t, what, func() bool {
+		st, err = c.nodes[name].JobStatus(context.Background(), id, true)
+		return err == nil && cond(st)
+	}, func() string { return fmt.Sprintf("%s last said %+v (err %v)", name, st.Counts, err) })
+	return st
 }
 
 // TestJobRunsAndReportsUp: clients run a job and their states reach the
