@@ -5,12 +5,13 @@
 // of all of them carry the package), the children at the same site for a
 // client (their LAN is cheap, the site's uplink is not).
 //
-// Each block then has one owner among a node and its peers, in turns over
-// the package's blocks (Shares), or, for the share of a peer that failed,
-// by rendezvous hashing (Owner): the owner fetches the block from its
-// parent and the others fetch it from the owner, which pulls it through
-// when it does not hold it yet. So a package crosses the parent's link about once
-// whatever the number of children, and the children's links share the rest.
+// Each block then has one owner among a node and its peers, in even
+// shares of the package's bytes (Shares), or, for the share of a peer
+// that failed, by rendezvous hashing (Owner): the owner fetches the block
+// from its parent and the others fetch it from the owner, which pulls it
+// through when it does not hold it yet. So a package crosses the parent's
+// link about once whatever the number of children, and the children's
+// links share the rest.
 //
 // The same protocol tells a child its ancestors above its parent (address
 // included), so that a client whose relay is down can fall back to its
@@ -18,6 +19,7 @@
 package swarm
 
 import (
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -376,18 +378,23 @@ func decode(list []info) []peer.AddrInfo {
 }
 
 // Shares gives each of a package's blocks (in the package's order, with
-// their sizes) an owner among self and peers: each block, in turn, to the
-// one with the fewest bytes so far (the lowest ID on a tie). Every node
-// with the same peers computes the same owners, and each owner's share is
-// within one block of the same bytes, so that no uplink carries more than
-// its share. Blocks not in the list have no owner here (see Owner).
+// their sizes) an owner among self and peers, the same at every node with
+// the same peers, so that each owner's share has about the same bytes and
+// no uplink carries more than its share. Each block, in turn, goes to the
+// one with the fewest bytes so far (the lowest ID on a tie); the last
+// blocks (tailShare of them, at most maxTail) largest first, then swapped
+// between the fullest share and the emptiest while that brings them
+// closer. In turns alone the shares would end up to a block apart (a
+// chunk can be four times its target size), and each share crosses its
+// owner's uplink once per peer. Blocks not in the list have no owner here
+// (see Owner).
 func Shares(blocks []cid.Cid, sizes []uint64, self peer.ID, peers []peer.ID) map[string]peer.ID {
 	members := append([]peer.ID{self}, peers...)
 	slices.Sort(members)
 	members = slices.Compact(members)
 	load := make([]uint64, len(members))
-	out := make(map[string]peer.ID, len(blocks))
-	for i, c := range blocks {
+	owner := make([]int, len(blocks)) // by block, its owner's index in members
+	give := func(i int) {
 		least := 0
 		for j := range members {
 			if load[j] < load[least] {
@@ -395,9 +402,85 @@ func Shares(blocks []cid.Cid, sizes []uint64, self peer.ID, peers []peer.ID) map
 			}
 		}
 		load[least] += sizes[i]
-		out[c.KeyString()] = members[least]
+		owner[i] = least
+	}
+	head := len(blocks) - min(int(float64(len(blocks))*tailShare), maxTail)
+	for i := range head {
+		give(i)
+	}
+	var tail []int
+	for i := head; i < len(blocks); i++ {
+		tail = append(tail, i)
+	}
+	slices.SortStableFunc(tail, func(a, b int) int { return cmp.Compare(sizes[b], sizes[a]) })
+	for _, i := range tail {
+		give(i)
+	}
+	for range tail {
+		if !evenOut(tail, sizes, owner, load) {
+			break
+		}
+	}
+	out := make(map[string]peer.ID, len(blocks))
+	for i, c := range blocks {
+		out[c.KeyString()] = members[owner[i]]
 	}
 	return out
+}
+
+// How many of a package's last blocks Shares may move to even the shares out.
+const (
+	tailShare = 0.125
+	maxTail   = 256
+)
+
+// evenOut moves one block of tail from the fullest share to the emptiest,
+// or swaps one of each, whichever brings the two closest, and says whether
+// it did (not if nothing brings them closer).
+func evenOut(tail []int, sizes []uint64, owner []int, load []uint64) bool {
+	hi, lo := 0, 0
+	for j := range load {
+		if load[j] > load[hi] {
+			hi = j
+		}
+		if load[j] < load[lo] {
+			lo = j
+		}
+	}
+	gap := load[hi] - load[lo]
+	best, a, b := gap, -1, -1 // b -1: a moves alone
+	for _, i := range tail {
+		if owner[i] != hi {
+			continue
+		}
+		// Moving d bytes from hi to lo leaves them |gap - 2d| apart.
+		try := func(d uint64, k int) {
+			if d >= gap {
+				return
+			}
+			g := gap - 2*d
+			if 2*d > gap {
+				g = 2*d - gap
+			}
+			if g < best {
+				best, a, b = g, i, k
+			}
+		}
+		try(sizes[i], -1)
+		for _, k := range tail {
+			if owner[k] == lo && sizes[k] < sizes[i] {
+				try(sizes[i]-sizes[k], k)
+			}
+		}
+	}
+	if a < 0 {
+		return false
+	}
+	owner[a], load[hi], load[lo] = lo, load[hi]-sizes[a], load[lo]+sizes[a]
+	if b >= 0 {
+		owner[b], load[lo], load[hi] = hi, load[lo]-sizes[b], load[hi]+sizes[b]
+	}
+	return true
 }
 
 // Owner is the one among self and peers that fetches block c from its
