@@ -393,16 +393,37 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	var peers []peer.ID
 	var asked time.Time
 	owner := map[string]peer.ID{}
+	asking := map[cid.Cid]peer.ID{} // blocks asked of a peer, until its answer
+	// toCome is, by peer, the bytes this node still waits for from it:
+	// asked for and not here yet, or still to ask for.
+	toCome := func() map[peer.ID]uint64 {
+		m := make(map[peer.ID]uint64, len(peers))
+		for c, p := range asking {
+			if ok, err := n.blocks.Has(ctx, c); err == nil && !ok {
+				m[p] += sizeOf[c.KeyString()]
+			}
+		}
+		for _, c := range queue {
+			if o := owner[c.KeyString()]; o != "" && !upstreamOnly[c.KeyString()] && !dropped[o] {
+				m[o] += sizeOf[c.KeyString()]
+			}
+		}
+		return m
+	}
+	// What this node's peers wait for from each peer, as the parent last
+	// said: each tells it what it waits for when it asks for its peers.
+	var othersWait map[peer.ID]uint64
 	refresh := func() {
 		asked = time.Now()
-		got, err := n.swarm.Peers(ctx, root)
+		sw, err := n.swarm.Peers(ctx, root, toCome())
 		if err != nil {
 			n.log.Debug("ask parent for peers", "package", root, "err", err)
 			return
 		}
+		othersWait = sw.OthersWait
 		// A peer that ever sent this node a bad block is not asked again.
 		bad := n.exchange.BadBlocks()
-		got = slices.DeleteFunc(got, func(p peer.ID) bool { return dropped[p] || bad[p] > 0 })
+		got := slices.DeleteFunc(sw.Peers, func(p peer.ID) bool { return dropped[p] || bad[p] > 0 })
 		slices.Sort(got)
 		if slices.Equal(got, peers) && len(owner) > 0 {
 			return
@@ -426,11 +447,16 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// At the end, once this node's own share is in and its parent's link
 	// is idle, it takes some of its peers' blocks from upstream rather
 	// than wait for them behind the peers' uplinks: the last ones of the
-	// peer with the most left, then of the next, so that what is left
-	// from each evens out (their uplinks would otherwise finish one after
-	// the other). At most endgameShare of the package among all the peers
-	// and itself, so that the parent's link carries about (1 +
-	// endgameShare) times the package in all.
+	// peer whose uplink has the most left to send for the package (what
+	// this node waits for from it, and what its other peers last told the
+	// parent they do), then of the next, so that what is left on each
+	// evens out (they would otherwise finish one after the other). A
+	// peer's uplink, not its connection to this node: a receiver that
+	// picked by what it waits for alone could pick a peer that is only
+	// slow to it, while another uplink is the one that ends last. Bytes,
+	// not blocks: chunks range from 128 to 512 KiB. At most endgameShare
+	// of the package among all the peers and itself, so that the parent's
+	// link carries about (1 + endgameShare) times the package in all.
 	var spent uint64
 	phase := 0 // of the endgame: 1 once own share is in, 2 near the end
 	// take moves peers' blocks to upstream until spent reaches fraction of
@@ -443,11 +469,15 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 				left[o] = append(left[o], i)
 			}
 		}
+		due := toCome()
+		for p := range due {
+			due[p] += othersWait[p]
+		}
 		moved := 0
 		for {
 			var slow peer.ID
-			for p, l := range left {
-				if slow == "" || len(l) > len(left[slow]) || (len(l) == len(left[slow]) && p < slow) {
+			for _, p := range peers {
+				if slow == "" || due[p] > due[slow] {
 					slow = p
 				}
 			}
@@ -463,6 +493,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			upstreamOnly[k] = true
 			owner[k] = ""
 			left[slow] = l[:len(l)-1]
+			due[slow] -= sizeOf[k]
 			moved++
 		}
 		if moved > 0 {
@@ -508,6 +539,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			}
 			running++
 			inflight[from]++
+			if from != "" {
+				for _, c := range group {
+					asking[c] = from
+				}
+			}
 			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group)} }()
 		}
 		var r fetched
@@ -520,6 +556,9 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 		running--
 		inflight[r.from]--
+		for _, c := range r.group {
+			delete(asking, c)
+		}
 		left, err := n.absent(ctx, r.group)
 		if err != nil {
 			return err

@@ -154,6 +154,7 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 		{a1, relay, report.Protocol, false, map[int]any{}},
 		{a1, relay, exchange.Protocol, true, map[int]any{0: [][]byte{absent.Bytes()}}},
 		{a1, relay, swarm.Protocol, false, map[int]any{}},
+		{a1, relay, swarm.ProtocolV1, false, map[int]any{}},
 		{c.nodes["server"].Host(), relay, "/swdist/admin/1.0.0", false, map[int]any{}},
 		{relay, a1, "/swdist/collect/1.0.0", false, map[int]any{}},
 		{a1, relay, member.RefusalProtocol, true, nil}, // one message, no answer

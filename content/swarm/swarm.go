@@ -13,6 +13,11 @@
 // link about once whatever the number of children, and the children's
 // links share the rest.
 //
+// A child that asks again while it fetches says what it still waits for
+// from each of its peers, and hears what the others said: together, what
+// each peer's uplink has left to send, so that at the end a child takes
+// from the parent the blocks of the peer whose uplink would finish last.
+//
 // The same protocol tells a child its ancestors above its parent (address
 // included), so that a client whose relay is down can fall back to its
 // grandparent, then the root.
@@ -42,8 +47,14 @@ import (
 	"github.com/swdist/swdist/internal/wire"
 )
 
-// Protocol asks the parent for this node's peers for a package.
-const Protocol protocol.ID = "/swdist/peers/1.0.0"
+// Protocol asks the parent for this node's peers for a package; in this
+// version the asker says what it waits for from its peers and hears what
+// the others do (request.Waits, response.OthersWait).
+const Protocol protocol.ID = "/swdist/peers/1.1.0"
+
+// ProtocolV1 is the version before Waits: served to children that do not
+// speak Protocol yet, and spoken to a parent that does not.
+const ProtocolV1 protocol.ID = "/swdist/peers/1.0.0"
 
 const (
 	maxMsg    = 64 << 10
@@ -53,6 +64,15 @@ const (
 
 type request struct {
 	Root []byte `cbor:"0,keyasint,omitempty"` // empty: only the ancestors
+	// Waits is, for each of the asker's peers, the bytes of the package
+	// it still waits for from that peer (asked for or not).
+	Waits []due `cbor:"1,keyasint,omitempty"`
+}
+
+// A due is bytes of a package that peer ID is still to send.
+type due struct {
+	ID    []byte `cbor:"0,keyasint"`
+	Bytes uint64 `cbor:"1,keyasint"`
 }
 
 type info struct {
@@ -63,6 +83,10 @@ type info struct {
 type response struct {
 	Peers     []info `cbor:"0,keyasint,omitempty"`
 	Ancestors []info `cbor:"1,keyasint,omitempty"` // the parent's parent first, the root last
+	// OthersWait is, for each of the peers, what the asker's other peers
+	// last said they wait for from it: with the asker's own, what is
+	// left for the peer's uplink to send.
+	OthersWait []due `cbor:"2,keyasint,omitempty"`
 }
 
 // Config configures a Service.
@@ -115,9 +139,14 @@ type Service struct {
 }
 
 type asked struct {
-	peer member.Peer
-	at   time.Time
+	peer  member.Peer
+	at    time.Time
+	waits map[peer.ID]uint64 // as it last said (see request.Waits)
 }
+
+// waitsFor is how long a child's Waits count after it said them: it asks
+// again every half second or so while it fetches.
+const waitsFor = 3 * time.Second
 
 // New makes a Service; Start serves the protocol.
 func New(h host.Host, cfg Config) *Service {
@@ -127,7 +156,8 @@ func New(h host.Host, cfg Config) *Service {
 
 // Start serves the protocol to this node's children.
 func (s *Service) Start() {
-	s.h.SetStreamHandler(Protocol, s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
+	serve := s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
+		v1 := str.Protocol() == ProtocolV1 // knows no Waits, and takes no OthersWait
 		_ = wire.Serve(str, maxMsg, func(req request) (response, error) {
 			if pr.Cert.Parent != s.h.ID() {
 				return response{}, fmt.Errorf("%s is not a child of this node", pr.ID)
@@ -144,28 +174,38 @@ func (s *Service) Start() {
 			// manifest) wait until it has passed and all get the same
 			// peers, so that they agree on who fetches which block from
 			// the start.
-			wait, all := s.register(root, pr)
+			// A child has at most MaxPeers peers to say anything of.
+			wait, all := s.register(root, pr, decodeDues(req.Waits[:min(len(req.Waits), s.cfg.MaxPeers)]))
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
 			case <-all:
 				t.Stop()
 			}
-			for _, p := range s.peersFor(root, pr) {
+			peers := s.peersFor(root, pr)
+			for _, p := range peers {
 				resp.Peers = append(resp.Peers, s.infoOf(p))
+			}
+			if !v1 {
+				resp.OthersWait = s.othersWait(root, pr, peers)
 			}
 			return resp, nil
 		})
-	}))
+	})
+	s.h.SetStreamHandler(Protocol, serve)
+	s.h.SetStreamHandler(ProtocolV1, serve)
 }
 
 // Close stops serving.
-func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
+func (s *Service) Close() {
+	s.h.RemoveStreamHandler(Protocol)
+	s.h.RemoveStreamHandler(ProtocolV1)
+}
 
 // register notes that child pr fetches root, and says how long to wait for
 // the others that start with it: until Gather after the first asked, or
 // until all closes, once every connected child alike to pr has asked.
-func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, all <-chan struct{}) {
+func (s *Service) register(root cid.Cid, pr member.Peer, waits map[peer.ID]uint64) (wait time.Duration, all <-chan struct{}) {
 	now := time.Now()
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -185,9 +225,9 @@ func (s *Service) register(root cid.Cid, pr member.Peer) (wait time.Duration, al
 	key := root.KeyString()
 	list := s.fetchers[key]
 	if i := slices.IndexFunc(list, func(a asked) bool { return a.peer.ID == pr.ID }); i >= 0 {
-		list[i].at = now
+		list[i].at, list[i].waits = now, waits
 	} else {
-		list = append(list, asked{peer: pr, at: now})
+		list = append(list, asked{peer: pr, at: now, waits: waits})
 		s.fetchers[key] = list
 		if len(list) == 1 {
 			s.first[key] = now
@@ -267,6 +307,47 @@ func (s *Service) peersFor(root cid.Cid, pr member.Peer) []peer.ID {
 	return out
 }
 
+// othersWait sums, for each of peers, what the children alike to pr other
+// than pr said in the last waitsFor that they wait for from it.
+func (s *Service) othersWait(root cid.Cid, pr member.Peer, peers []peer.ID) []due {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sum := map[peer.ID]uint64{}
+	for _, a := range s.fetchers[root.KeyString()] {
+		if a.peer.ID == pr.ID || !alike(a.peer.Cert, pr.Cert) || time.Since(a.at) > waitsFor {
+			continue
+		}
+		for p, b := range a.waits {
+			sum[p] += b
+		}
+	}
+	var out []due
+	for _, p := range peers {
+		if b := sum[p]; b > 0 {
+			out = append(out, due{ID: []byte(p), Bytes: b})
+		}
+	}
+	return out
+}
+
+func encodeDues(m map[peer.ID]uint64) []due {
+	var out []due
+	for p, b := range m {
+		out = append(out, due{ID: []byte(p), Bytes: b})
+	}
+	return out
+}
+
+func decodeDues(list []due) map[peer.ID]uint64 {
+	m := map[peer.ID]uint64{}
+	for _, d := range list {
+		if id, err := peer.IDFromBytes(d.ID); err == nil {
+			m[id] = d.Bytes
+		}
+	}
+	return m
+}
+
 // alike says whether two children are peers for blocks: of one kin.
 func alike(a, b cert.Cert) bool { return kinOf(a) == kinOf(b) }
 
@@ -307,21 +388,31 @@ func (s *Service) ancestorsForChildren() []info {
 	return out
 }
 
+// Swarm is what the parent says of a package being fetched.
+type Swarm struct {
+	Peers []peer.ID // this node's peers for it
+	// OthersWait is, by peer, the bytes of it that this node's other
+	// peers wait for from that one, as they last told the parent (none
+	// from a parent that does not sum them).
+	OthersWait map[peer.ID]uint64
+}
+
 // Peers asks the parent for this node's peers for the package root, and
-// registers this node as fetching it. The peers' addresses go into the
-// peerstore.
-func (s *Service) Peers(ctx context.Context, root cid.Cid) ([]peer.ID, error) {
-	resp, err := s.ask(ctx, request{Root: root.Bytes()})
+// registers this node as fetching it; waits, if any, are the bytes this
+// node still waits for from each of its peers. The peers' addresses go
+// into the peerstore.
+func (s *Service) Peers(ctx context.Context, root cid.Cid, waits map[peer.ID]uint64) (Swarm, error) {
+	resp, err := s.ask(ctx, request{Root: root.Bytes(), Waits: encodeDues(waits)})
 	if err != nil {
-		return nil, err
+		return Swarm{}, err
 	}
-	var out []peer.ID
+	out := Swarm{OthersWait: decodeDues(resp.OthersWait)}
 	for _, ai := range decode(resp.Peers) {
 		if ai.ID == s.h.ID() || ai.ID == s.cfg.Parent {
 			continue
 		}
 		s.h.Peerstore().AddAddrs(ai.ID, ai.Addrs, peerstore.TempAddrTTL)
-		out = append(out, ai.ID)
+		out.Peers = append(out.Peers, ai.ID)
 	}
 	return out, nil
 }
@@ -344,9 +435,12 @@ func (s *Service) ask(ctx context.Context, req request) (response, error) {
 	if s.cfg.Parent == "" {
 		return response{}, nil
 	}
-	str, err := s.h.NewStream(ctx, s.cfg.Parent, Protocol)
+	str, err := s.h.NewStream(ctx, s.cfg.Parent, Protocol, ProtocolV1)
 	if err != nil {
 		return response{}, fmt.Errorf("ask parent %s for peers: %w", s.cfg.Parent, err)
+	}
+	if str.Protocol() == ProtocolV1 {
+		req.Waits = nil // a parent of the version before rejects the field
 	}
 	resp, err := wire.Call[request, response](str, req, maxMsg)
 	if err != nil {
