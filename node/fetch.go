@@ -36,7 +36,7 @@ const (
 	upstreamRetryWait = time.Second
 	// endgameShare of the package, shared among a node and its peers, may
 	// come from upstream at the end instead of from the peers that own it.
-	endgameShare = 0.05
+	endgameShare = 0.06
 	peerRetryFor = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
 	peerHoldOff  = 300 * time.Millisecond // how long after such a failure it is asked again
 )
