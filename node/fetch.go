@@ -394,18 +394,35 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	var asked time.Time
 	owner := map[string]peer.ID{}
 	asking := map[cid.Cid]peer.ID{} // blocks asked of a peer, until its answer
-	// toCome is, by peer, the bytes this node still waits for from it:
-	// asked for and not here yet, or still to ask for.
+	// queuedFrom is the peer a queued block is to be asked of ("" for
+	// upstream).
+	queuedFrom := func(c cid.Cid) peer.ID {
+		k := c.KeyString()
+		if o := owner[k]; o != "" && !upstreamOnly[k] && !dropped[o] {
+			return o
+		}
+		return ""
+	}
+	// toCome is, by peer of this node's now, the bytes this node still
+	// waits for from it: asked for and not here yet, or still to ask for.
 	toCome := func() map[peer.ID]uint64 {
 		m := make(map[peer.ID]uint64, len(peers))
+		for _, p := range peers {
+			m[p] = 0
+		}
 		for c, p := range asking {
+			if _, ok := m[p]; !ok {
+				continue // a peer that was dropped or replaced
+			}
 			if ok, err := n.blocks.Has(ctx, c); err == nil && !ok {
 				m[p] += sizeOf[c.KeyString()]
 			}
 		}
 		for _, c := range queue {
-			if o := owner[c.KeyString()]; o != "" && !upstreamOnly[c.KeyString()] && !dropped[o] {
-				m[o] += sizeOf[c.KeyString()]
+			if o := queuedFrom(c); o != "" {
+				if _, ok := m[o]; ok {
+					m[o] += sizeOf[c.KeyString()]
+				}
 			}
 		}
 		return m
@@ -449,8 +466,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// than wait for them behind the peers' uplinks: the last ones of the
 	// peer whose uplink has the most left to send for the package (what
 	// this node waits for from it, and what its other peers last told the
-	// parent they do), then of the next, so that what is left on each
-	// evens out (they would otherwise finish one after the other). A
+	// parent they do), block by block, each time of the one with the most
+	// left then, so that what is left on each evens out (they would
+	// otherwise finish one after the other). Once the one with the most
+	// left has no block here not yet asked for, taking another's would not
+	// make it end sooner: the rest of the budget is kept. A
 	// peer's uplink, not its connection to this node: a receiver that
 	// picked by what it waits for alone could pick a peer that is only
 	// slow to it, while another uplink is the one that ends last. Bytes,
@@ -465,13 +485,15 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		limit := uint64(float64(total) * endgameShare * fraction / float64(len(peers)+1))
 		left := map[peer.ID][]int{} // by owner, positions in the queue
 		for i, c := range queue {
-			if o := owner[c.KeyString()]; o != "" && !upstreamOnly[c.KeyString()] {
+			if o := queuedFrom(c); o != "" {
 				left[o] = append(left[o], i)
 			}
 		}
+		// The others' words are capped at the package's size: a peer's
+		// uplink has no more of it than that for each of them to send.
 		due := toCome()
-		for p := range due {
-			due[p] += othersWait[p]
+		for _, p := range peers {
+			due[p] += min(othersWait[p], total*uint64(len(peers)))
 		}
 		moved := 0
 		for {

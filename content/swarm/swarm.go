@@ -24,6 +24,7 @@
 package swarm
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/sha256"
@@ -174,8 +175,7 @@ func (s *Service) Start() {
 			// manifest) wait until it has passed and all get the same
 			// peers, so that they agree on who fetches which block from
 			// the start.
-			// A child has at most MaxPeers peers to say anything of.
-			wait, all := s.register(root, pr, decodeDues(req.Waits[:min(len(req.Waits), s.cfg.MaxPeers)]))
+			wait, all := s.register(root, pr, decodeDues(req.Waits))
 			t := time.NewTimer(wait)
 			select {
 			case <-t.C:
@@ -225,9 +225,9 @@ func (s *Service) register(root cid.Cid, pr member.Peer, waits map[peer.ID]uint6
 	key := root.KeyString()
 	list := s.fetchers[key]
 	if i := slices.IndexFunc(list, func(a asked) bool { return a.peer.ID == pr.ID }); i >= 0 {
-		list[i].at, list[i].waits = now, waits
+		list[i].at, list[i].waits = now, s.keepPeers(waits, list, pr)
 	} else {
-		list = append(list, asked{peer: pr, at: now, waits: waits})
+		list = append(list, asked{peer: pr, at: now, waits: s.keepPeers(waits, list, pr)})
 		s.fetchers[key] = list
 		if len(list) == 1 {
 			s.first[key] = now
@@ -318,7 +318,7 @@ func (s *Service) othersWait(root cid.Cid, pr member.Peer, peers []peer.ID) []du
 			continue
 		}
 		for p, b := range a.waits {
-			sum[p] += b
+			sum[p] = addSat(sum[p], b)
 		}
 	}
 	var out []due
@@ -330,11 +330,37 @@ func (s *Service) othersWait(root cid.Cid, pr member.Peer, peers []peer.ID) []du
 	return out
 }
 
+// keepPeers is what the parent keeps of child pr's waits: those for the
+// first MaxPeers children alike to it that fetch the package too (its
+// peers, as peersFor gives them), so that what a child can make it hold
+// is bounded.
+func (s *Service) keepPeers(waits map[peer.ID]uint64, fetchers []asked, pr member.Peer) map[peer.ID]uint64 {
+	out := map[peer.ID]uint64{}
+	for _, a := range fetchers {
+		if len(out) >= s.cfg.MaxPeers {
+			break
+		}
+		if b, ok := waits[a.peer.ID]; ok && a.peer.ID != pr.ID && alike(a.peer.Cert, pr.Cert) {
+			out[a.peer.ID] = b
+		}
+	}
+	return out
+}
+
+// addSat adds without wrapping around (the numbers come from children).
+func addSat(a, b uint64) uint64 {
+	if a+b < a {
+		return ^uint64(0)
+	}
+	return a + b
+}
+
 func encodeDues(m map[peer.ID]uint64) []due {
 	var out []due
 	for p, b := range m {
 		out = append(out, due{ID: []byte(p), Bytes: b})
 	}
+	slices.SortFunc(out, func(a, b due) int { return bytes.Compare(a.ID, b.ID) })
 	return out
 }
 
@@ -476,9 +502,9 @@ func decode(list []info) []peer.AddrInfo {
 // the same peers, so that each owner's share has about the same bytes and
 // no uplink carries more than its share. Each block, in turn, goes to the
 // one with the fewest bytes so far (the lowest ID on a tie); the last
-// blocks (tailShare of them, at most maxTail) largest first, then swapped
-// between the fullest share and the emptiest while that brings them
-// closer. In turns alone the shares would end up to a block apart (a
+// blocks (tailShare of them, at most maxTail) largest first, then moved or
+// swapped between the fullest share and the emptiest while that brings
+// them closer. In turns alone the shares would end up to a block apart (a
 // chunk can be four times its target size), and each share crosses its
 // owner's uplink once per peer. Blocks not in the list have no owner here
 // (see Owner).
