@@ -303,6 +303,14 @@ func (s *Service) greet(p peer.ID) {
 	}
 	resp, err := wire.Call[helloMsg, helloMsg](str, helloMsg{Chain: s.cfg.Chain()}, maxHello)
 	if err != nil {
+		if str.Conn().IsClosed() && s.h.Network().Connectedness(p) == network.Connected {
+			// The connection this hello went on closed under it while
+			// a newer one is up (the peer came back at once): greet on
+			// that one, rather than record the old one's failure for it.
+			s.log.Debug("hello's connection closed; greeting again on the newer one", "peer", p, "err", err)
+			go s.greet(p)
+			return
+		}
 		s.greetFailed(p, fmt.Errorf("hello: %w", err))
 		return
 	}
