@@ -395,7 +395,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	owner := map[string]peer.ID{}
 	asking := map[cid.Cid]peer.ID{} // blocks asked of a peer, until its answer
 	// queuedFrom is the peer a queued block is to be asked of ("" for
-	// upstream).
+	// upstream); nextGroup takes the queue by it.
 	queuedFrom := func(c cid.Cid) peer.ID {
 		k := c.KeyString()
 		if o := owner[k]; o != "" && !upstreamOnly[k] && !dropped[o] {
@@ -555,7 +555,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 		endgame(inflight)
 		for running < maxGroups {
-			from, group := n.nextGroup(&queue, owner, upstreamOnly, dropped, inflight, holdOff)
+			from, group := n.nextGroup(&queue, queuedFrom, inflight, holdOff)
 			if group == nil {
 				break
 			}
@@ -669,16 +669,10 @@ func (n *Node) ownerOf(c cid.Cid, peers []peer.ID, shares map[string]peer.ID) pe
 }
 
 // nextGroup takes from the queue the next group of blocks to ask one
-// source for: the source with the fewest requests in flight that has
-// blocks to give and room for another request.
-func (n *Node) nextGroup(queue *[]cid.Cid, owner map[string]peer.ID, upstreamOnly map[string]bool, dropped map[peer.ID]bool, inflight map[peer.ID]int, holdOff map[peer.ID]time.Time) (peer.ID, []cid.Cid) {
-	source := func(c cid.Cid) peer.ID {
-		k := c.KeyString()
-		if o, ok := owner[k]; ok && !upstreamOnly[k] && !dropped[o] {
-			return o
-		}
-		return ""
-	}
+// source for (source(c) is block c's, "" for upstream): the source with
+// the fewest requests in flight that has blocks to give and room for
+// another request.
+func (n *Node) nextGroup(queue *[]cid.Cid, source func(cid.Cid) peer.ID, inflight map[peer.ID]int, holdOff map[peer.ID]time.Time) (peer.ID, []cid.Cid) {
 	best, found := peer.ID(""), false
 	for _, c := range *queue {
 		s := source(c)
