@@ -44,6 +44,7 @@ type options struct {
 	timeout        time.Duration
 	quick, resume  bool
 	noHTTP         bool
+	qlog           bool
 	dir, bin       string
 	logLevel       string
 	transport      string
@@ -65,6 +66,7 @@ func parse(args []string) (options, error) {
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")
 	fs.BoolVar(&o.noHTTP, "no-http", false, "skip the HTTP baseline")
+	fs.BoolVar(&o.qlog, "qlog", false, "the server and relays write qlogs (QLOGDIR), summed per WAN connection at the end; with -keep-dir to keep them")
 	fs.StringVar(&o.transport, "transport", "both", "what the nodes listen on: both (TCP and QUIC, as 'swdist init' sets), tcp or quic")
 	fs.StringVar(&o.logLevel, "log-level", "", "the nodes' log level (debug, info, warn, error; default their config's), with -keep-dir to read them")
 	fs.StringVar(&o.dir, "dir", "", "work directory (wan.sh makes it)")
@@ -197,7 +199,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, o.transport, l)
+	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, o.transport, o.qlog, l)
 	if err != nil {
 		return err
 	}
@@ -223,6 +225,12 @@ func bench(ctx context.Context, o options) (err error) {
 	}
 	printBandwidth(c, sw)
 	c.stopAll()
+	if o.qlog {
+		// After stopAll: each connection's qlog is complete once it closed.
+		if err := printQlog(c, sw.jobStart); err != nil {
+			return fmt.Errorf("qlog: %w", err)
+		}
+	}
 	var h *httpResult
 	if !o.noHTTP {
 		fmt.Printf("HTTP baseline: %d clients download %s from the server at once...\n", len(c.allClients()), filepath.Base(file))

@@ -32,6 +32,7 @@ type node struct {
 type cluster struct {
 	bin, dir string
 	logLevel string // written into each node's config before it starts, if set
+	qlog     bool   // the server and relays write qlogs
 	l        *ledger
 	server   *node
 	relays   []*node   // by site
@@ -96,6 +97,13 @@ func (c *cluster) start(ctx context.Context, n *node) error {
 	}
 	cmd := exec.Command("ip", "netns", "exec", n.ns, c.bin, "run", "--home", n.home)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	if c.qlog && n.role != "client" {
+		if err := os.MkdirAll(qlogDir(n), 0o755); err != nil {
+			logf.Close()
+			return err
+		}
+		cmd.Env = append(os.Environ(), "QLOGDIR="+qlogDir(n))
+	}
 	// Its own process group: a Ctrl-C on the terminal reaches this
 	// program, which stops the daemons itself.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
@@ -154,8 +162,8 @@ func (c *cluster) stopAll() {
 // buildCluster enrolls every node with a real one-time token and starts
 // it: the server, then each site's relay (token from the server), then its
 // clients (tokens from the relay).
-func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport string, l *ledger) (*cluster, error) {
-	c := &cluster{bin: bin, dir: dir, logLevel: logLevel, l: l, byPeer: map[string]*node{}}
+func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport string, qlog bool, l *ledger) (*cluster, error) {
+	c := &cluster{bin: bin, dir: dir, logLevel: logLevel, qlog: qlog, l: l, byPeer: map[string]*node{}}
 	listen := func(ip string) []string {
 		var out []string
 		if transport != "quic" {

@@ -28,6 +28,7 @@ type swResult struct {
 	bw                  map[*node]api.Bandwidth
 	cpu                 map[*node]float64 // CPU seconds each daemon used since it started
 	selfCPU             float64           // this program's, polling
+	jobStart            time.Time         // when the job was created
 }
 
 // createJob signs and submits the job at the server and returns its id.
@@ -138,6 +139,7 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	r.relayHeld = make([]time.Duration, len(c.relays))
 	fmt.Printf("Job: %s wanbench@1 to role=client (%d clients)...\n", o.jobType, len(c.allClients()))
 	t0 := time.Now()
+	r.jobStart = t0
 	id, err := createJob(ctx, o, c, key, "role=client")
 	if err != nil {
 		return r, err
