@@ -28,7 +28,9 @@ import (
 //
 // Shaped with tbf: the server's eth0 (its uplink), each gateway's uplink (the
 // site's uplink), optionally the router's s<i> (the site's downlink), and
-// each LAN port both ways (a 1 Gbit/s switch).
+// each LAN port both ways (a 1 Gbit/s switch). The router's srv and an
+// unshaped s<i> get a FIFO that only counts: the bytes each end of a WAN
+// link sent are read from its qdisc (see rootQdisc).
 
 // ledger records, one line each, the namespaces and processes this run
 // created, so that cleanup (here, or 'wan cleanup' from wan.sh's trap)
@@ -185,6 +187,13 @@ func (t *topo) shape(ctx context.Context, ns, dev string, mbit float64) error {
 		"rate", fmt.Sprintf("%.0fkbit", mbit*1000), "burst", strconv.Itoa(burst), "latency", "100ms")
 }
 
+// count gives dev in ns a qdisc that only counts what it sends (a FIFO
+// as long as a veth's own queue: it never holds a packet back, the veth
+// taking each at once), for a link that is not shaped: see rootQdisc.
+func (t *topo) count(ctx context.Context, ns, dev string) error {
+	return sh(ctx, "tc", "-n", ns, "qdisc", "add", "dev", dev, "root", "pfifo", "limit", "1000")
+}
+
 // build creates the namespaces, links, addresses, routes and shapers for
 // sites sites of perSite nodes each (a relay and its clients).
 func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int, r rates) (*topo, error) {
@@ -200,6 +209,7 @@ func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int
 		func() error { return t.ip(ctx, t.router, "link", "set", "srv", "up") },
 		func() error { return t.ip(ctx, t.server, "route", "add", "default", "via", "10.99.0.1") },
 		func() error { return t.shape(ctx, t.server, "eth0", r.serverUp) },
+		func() error { return t.count(ctx, t.router, "srv") },
 	}
 	for _, s := range steps {
 		if err := s(); err != nil {
@@ -233,7 +243,12 @@ func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int
 			func() error { return t.ip(ctx, gw, "addr", "add", lan+".1/24", "dev", "br0") },
 			func() error { return t.ip(ctx, gw, "link", "set", "br0", "up") },
 			func() error { return t.shape(ctx, gw, "uplink", r.siteUp) },
-			func() error { return t.shape(ctx, t.router, rIf, r.siteDown) },
+			func() error {
+				if r.siteDown > 0 {
+					return t.shape(ctx, t.router, rIf, r.siteDown)
+				}
+				return t.count(ctx, t.router, rIf)
+			},
 		}
 		for _, s := range steps {
 			if err := s(); err != nil {
@@ -267,51 +282,52 @@ func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int
 	return t, nil
 }
 
-// counters are the bytes a device sent and received.
+// counters are the bytes a link carried each way, as the qdiscs at its
+// two ends sent them.
 type counters struct{ tx, rx uint64 }
 
-func devCounters(ctx context.Context, ns, dev string) (counters, error) {
-	out, err := exec.CommandContext(ctx, "ip", "-j", "-s", "-n", ns, "link", "show", "dev", dev).Output()
+// qdiscStats are the statistics of the root qdisc on a device.
+type qdiscStats struct {
+	Kind    string `json:"kind"`
+	Root    bool   `json:"root"`
+	Bytes   uint64 `json:"bytes"` // sent, each packet whole: Ethernet, IP and UDP or TCP headers included
+	Backlog uint64 `json:"backlog"`
+	Drops   uint64 `json:"drops"`
+}
+
+// rootQdisc reads the statistics of the root qdisc on dev in ns. The
+// bytes a qdisc sent are those on the wire: a GSO batch (quic-go and TCP
+// hand the kernel several packets in one buffer) counts each packet's
+// headers, where the device's own counters ('ip -s link') count them once
+// per batch, about 2 % short of what crossed the link.
+func rootQdisc(ctx context.Context, ns, dev string) (qdiscStats, error) {
+	out, err := exec.CommandContext(ctx, "tc", "-j", "-s", "-n", ns, "qdisc", "show", "dev", dev).Output()
 	if err != nil {
-		return counters{}, fmt.Errorf("ip -s -n %s link show dev %s: %w", ns, dev, err)
+		return qdiscStats{}, fmt.Errorf("tc -s -n %s qdisc show dev %s: %w", ns, dev, err)
 	}
-	var v []struct {
-		Stats64 struct {
-			Rx struct {
-				Bytes uint64 `json:"bytes"`
-			} `json:"rx"`
-			Tx struct {
-				Bytes uint64 `json:"bytes"`
-			} `json:"tx"`
-		} `json:"stats64"`
+	var v []qdiscStats
+	if err := json.Unmarshal(out, &v); err != nil {
+		return qdiscStats{}, fmt.Errorf("tc -j -s qdisc: unexpected output %q", out)
 	}
-	if err := json.Unmarshal(out, &v); err != nil || len(v) != 1 {
-		return counters{}, fmt.Errorf("ip -j -s link: unexpected output %q", out)
+	for _, q := range v {
+		if q.Root {
+			return q, nil
+		}
 	}
-	return counters{tx: v[0].Stats64.Tx.Bytes, rx: v[0].Stats64.Rx.Bytes}, nil
+	return qdiscStats{}, fmt.Errorf("no root qdisc on %s in %s", dev, ns)
 }
 
 // shaperQueue is what the tbf shaper on dev in ns holds now (bytes
 // waiting to go out) and the packets it dropped since it was made.
 func shaperQueue(ctx context.Context, ns, dev string) (backlog, drops uint64, err error) {
-	out, err := exec.CommandContext(ctx, "tc", "-j", "-s", "-n", ns, "qdisc", "show", "dev", dev).Output()
+	q, err := rootQdisc(ctx, ns, dev)
 	if err != nil {
-		return 0, 0, fmt.Errorf("tc -s -n %s qdisc show dev %s: %w", ns, dev, err)
+		return 0, 0, err
 	}
-	var v []struct {
-		Kind    string `json:"kind"`
-		Backlog uint64 `json:"backlog"`
-		Drops   uint64 `json:"drops"`
+	if q.Kind != "tbf" {
+		return 0, 0, fmt.Errorf("no tbf on %s in %s", dev, ns)
 	}
-	if err := json.Unmarshal(out, &v); err != nil {
-		return 0, 0, fmt.Errorf("tc -j -s qdisc: unexpected output %q", out)
-	}
-	for _, q := range v {
-		if q.Kind == "tbf" {
-			return q.Backlog, q.Drops, nil
-		}
-	}
-	return 0, 0, fmt.Errorf("no tbf on %s in %s", dev, ns)
+	return q.Backlog, q.Drops, nil
 }
 
 // siteQueues samples the shaper queue of each site's uplink (see
@@ -336,17 +352,18 @@ type uplinks struct {
 func (t *topo) readUplinks(ctx context.Context) (uplinks, error) {
 	var u uplinks
 	var err error
-	if u.server, err = devCounters(ctx, t.server, "eth0"); err != nil {
-		return u, err
-	}
-	for _, gw := range t.gws {
-		c, err := devCounters(ctx, gw, "uplink")
-		if err != nil {
-			return u, err
+	sent := func(ns, dev string) uint64 {
+		q, qerr := rootQdisc(ctx, ns, dev)
+		if err == nil {
+			err = qerr
 		}
-		u.sites = append(u.sites, c)
+		return q.Bytes
 	}
-	return u, nil
+	u.server = counters{tx: sent(t.server, "eth0"), rx: sent(t.router, "srv")}
+	for i, gw := range t.gws {
+		u.sites = append(u.sites, counters{tx: sent(gw, "uplink"), rx: sent(t.router, fmt.Sprintf("s%d", i+1))})
+	}
+	return u, err
 }
 
 func (u uplinks) since(before uplinks) uplinks {
