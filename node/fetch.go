@@ -36,7 +36,10 @@ const (
 	upstreamRetryWait = time.Second
 	// endgameShare of the package, shared among a node and its peers, may
 	// come from upstream at the end instead of from the peers that own it.
-	endgameShare = 0.06
+	// The parent's link then carries about 1.04 times the package in
+	// stream bytes, 1.09 times on the wire (QUIC, UDP, IP and Ethernet
+	// headers), within the 1.1 the root may serve.
+	endgameShare = 0.04
 	peerRetryFor = 3 * time.Second        // how long a peer whose requests fail at once is asked again before it is dropped
 	peerHoldOff  = 300 * time.Millisecond // how long after such a failure it is asked again
 )
@@ -479,10 +482,28 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// link carries about (1 + endgameShare) times the package in all.
 	var spent uint64
 	phase := 0 // of the endgame: 1 once own share is in, 2 near the end
+	// upAsked are the blocks asked of upstream so far: the endgame keeps
+	// what this node takes from upstream in all within its part of
+	// (1 + endgameShare) times the package, so that a share that grew
+	// (blocks of a peer that failed at the start) leaves less to take.
+	upAsked := map[string]bool{}
+	var upBytes uint64
 	// take moves peers' blocks to upstream until spent reaches fraction of
 	// this node's budget, its part among its peers as they are now.
 	take := func(fraction float64) {
 		limit := uint64(float64(total) * endgameShare * fraction / float64(len(peers)+1))
+		upCap := uint64(float64(total) * (1 + endgameShare) / float64(len(peers)+1))
+		upLeft := uint64(0)
+		for _, c := range queue {
+			if queuedFrom(c) == "" && !upAsked[c.KeyString()] {
+				upLeft += sizeOf[c.KeyString()]
+			}
+		}
+		if up := upBytes + upLeft; up >= upCap {
+			limit = min(limit, spent)
+		} else {
+			limit = min(limit, spent+upCap-up)
+		}
 		left := map[peer.ID][]int{} // by owner, positions in the queue
 		for i, c := range queue {
 			if o := queuedFrom(c); o != "" {
@@ -561,6 +582,14 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			}
 			running++
 			inflight[from]++
+			if from == "" {
+				for _, c := range group {
+					if k := c.KeyString(); !upAsked[k] {
+						upAsked[k] = true
+						upBytes += sizeOf[k]
+					}
+				}
+			}
 			if from != "" {
 				for _, c := range group {
 					asking[c] = from
