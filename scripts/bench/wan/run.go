@@ -354,6 +354,7 @@ func mib(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
 // bounds is the lower bound on the time to the last client, and its terms.
 type bounds struct {
 	serverTerm, downTerm, siteTerm, flatTerm float64 // seconds
+	limitTerm                                float64 // seconds: the sites' uplinks' part when the server sends at most 1.1 F
 	dMin                                     float64 // Mbit/s
 	n                                        int
 	lb                                       float64
@@ -374,6 +375,11 @@ func lowerBound(o options, size int64) bounds {
 	// server's and the sites' uplinks.
 	s := float64(o.sites)
 	b.siteTerm = s * fbits / ((o.r.serverUp + s*o.r.siteUp) * 1e6)
+	// Under the server's own target (it sends at most 1.1 F), the sites'
+	// uplinks carry the rest of the S·F between them.
+	if s > 1.1 {
+		b.limitTerm = (s - 1.1) * fbits / (s * o.r.siteUp * 1e6)
+	}
 	// The N·F/(u_server + Σu_i) over every receiving node, each
 	// node's uplink being its LAN port (the site's uplink is counted in
 	// siteTerm).
@@ -394,6 +400,10 @@ func printTable(o options, size int64, sw swResult, h *httpResult) {
 	fmt.Printf("  S·F/(u_server + Σ u_site)          %6.1f s   (each site receives F over the WAN; u_site = %.0f Mbit/s)\n", b.siteTerm, o.r.siteUp)
 	fmt.Printf("  N·F/(u_server + Σ u_i), u_i = LAN  %6.1f s\n", b.flatTerm)
 	fmt.Printf("  = %.1f s\n", b.lb)
+	if b.limitTerm > b.lb {
+		fmt.Printf("With the server sending at most 1.1 F (its target below), the sites' uplinks carry the rest:\n")
+		fmt.Printf("  (S − 1.1)·F/Σ u_site               %6.1f s   (stream bytes; the headers on the wire add about 6 %%)\n", b.limitTerm)
+	}
 	for i, d := range sw.relayHeld {
 		if d > 0 {
 			fmt.Printf("Relay of site s%d held the whole package at %.1f s\n", i+1, d.Seconds())
