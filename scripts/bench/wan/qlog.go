@@ -43,34 +43,61 @@ type sentMark struct {
 	cum int64
 }
 
-// A metricMark is the congestion window (bytes) and smoothed RTT (ms)
-// after an update of either.
-type metricMark struct {
-	at        time.Time
-	cwnd, rtt float64
-}
-
-// means are q's mean congestion window and smoothed RTT over its metric
-// updates from one time to another.
-func (q qlogConn) means(from, to time.Time) (cwnd, rtt float64) {
-	n := 0
-	for _, m := range q.metrics {
-		if !m.at.Before(from) && !m.at.After(to) {
-			cwnd, rtt, n = cwnd+m.cwnd, rtt+m.rtt, n+1
-		}
-	}
-	if n == 0 {
-		return 0, 0
-	}
-	return cwnd / float64(n), rtt / float64(n)
-}
-
-// by is when q had sent frac of its stream bytes.
+// by is when q had sent frac of its stream bytes (zero if it sent none).
 func (q qlogConn) by(frac float64) time.Time {
+	if len(q.sent) == 0 {
+		return time.Time{}
+	}
 	i, _ := slices.BinarySearchFunc(q.sent, int64(frac*float64(q.stream)), func(m sentMark, n int64) int {
 		return cmp.Compare(m.cum, n)
 	})
 	return q.sent[min(i, len(q.sent)-1)].at
+}
+
+// A metricMark is the congestion window and the bytes in flight (bytes)
+// and the smoothed RTT (ms) after an update of any of them.
+type metricMark struct {
+	at                  time.Time
+	cwnd, inflight, rtt float64
+}
+
+// maxDatagram is the largest QUIC packet quic-go sends: bytes in flight
+// within one of the window are as many as it allows.
+const maxDatagram = 1452
+
+// means are q's congestion window and smoothed RTT from one time to
+// another, each value weighted by how long it held (the last update
+// before from holds from then), and the part of that time its bytes in
+// flight were at the window: sending as fast as congestion control let
+// it.
+func (q qlogConn) means(from, to time.Time) (cwnd, rtt, atWindow float64) {
+	var span float64
+	for i, m := range q.metrics {
+		start, end := m.at, to
+		if i+1 < len(q.metrics) {
+			end = q.metrics[i+1].at
+		}
+		if start.Before(from) {
+			start = from
+		}
+		if end.After(to) {
+			end = to
+		}
+		d := end.Sub(start).Seconds()
+		if d <= 0 {
+			continue
+		}
+		span += d
+		cwnd += m.cwnd * d
+		rtt += m.rtt * d
+		if m.inflight+maxDatagram >= m.cwnd {
+			atWindow += d
+		}
+	}
+	if span == 0 {
+		return 0, 0, 0
+	}
+	return cwnd / span, rtt / span, atWindow / span
 }
 
 type qlogEvent struct {
@@ -110,6 +137,7 @@ type qlogSent struct {
 
 type qlogMetrics struct {
 	CongestionWindow *float64 `json:"congestion_window"`
+	BytesInFlight    *float64 `json:"bytes_in_flight"`
 	SmoothedRTT      *float64 `json:"smoothed_rtt"`
 }
 
@@ -125,7 +153,7 @@ func readQlog(path string, names map[string]string) (c qlogConn, ok bool, err er
 	sc.Buffer(make([]byte, 1<<20), 16<<20)
 	var ref time.Time
 	first := true
-	var cwnd, rtt float64
+	var cwnd, inflight, rtt float64
 	for sc.Scan() {
 		line := strings.TrimLeft(sc.Text(), "\x1e")
 		if line == "" {
@@ -186,11 +214,14 @@ func readQlog(path string, names map[string]string) (c qlogConn, ok bool, err er
 			if m.CongestionWindow != nil {
 				cwnd = *m.CongestionWindow
 			}
+			if m.BytesInFlight != nil {
+				inflight = *m.BytesInFlight
+			}
 			if m.SmoothedRTT != nil {
 				rtt = *m.SmoothedRTT
 			}
 			if cwnd > 0 && rtt > 0 {
-				c.metrics = append(c.metrics, metricMark{at, cwnd, rtt})
+				c.metrics = append(c.metrics, metricMark{at, cwnd, inflight, rtt})
 			}
 		case "recovery:packet_lost":
 			c.lost++
@@ -219,9 +250,11 @@ func printQlog(c *cluster, t0 time.Time) error {
 		for _, f := range files {
 			q, ok, err := readQlog(f, names)
 			if err != nil {
-				return err
+				// One unreadable file costs its row, not the run.
+				fmt.Fprintln(os.Stderr, "wan: qlog:", err)
+				continue
 			}
-			if ok && q.stream >= 64<<10 { // not the ones that carried only a hello
+			if ok && q.wire >= 64<<10 { // not the ones that carried only a hello
 				conns = append(conns, q)
 			}
 		}
@@ -229,15 +262,19 @@ func printQlog(c *cluster, t0 time.Time) error {
 	slices.SortFunc(conns, func(a, b qlogConn) int {
 		return strings.Compare(a.from+" "+a.to, b.from+" "+b.to)
 	})
-	fmt.Println("\nWAN connections, from each sender's qlog (-qlog): what each sent, and its transport from 1 % to 99 % of its stream bytes:")
+	fmt.Println("\nWAN connections, from each sender's qlog (-qlog): what each sent (stream bytes count retransmissions too), and, from 1 % to 99 % of its stream bytes after the job was created, its congestion window and smoothed RTT (means over time) and the part of that time its bytes in flight were at the window:")
 	w := tabwriter.NewWriter(os.Stdout, 2, 8, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(w, "FROM\tTO\tSTREAM MiB\tWIRE MiB\t+ %\tACK-ONLY PKTS\tLOST PKTS\tLARGEST PKT\tMEAN CWND KiB\tMEAN SRTT ms\t1-99 % SENT s\t")
+	fmt.Fprintln(w, "FROM\tTO\tSTREAM MiB\tWIRE MiB\t+ %\tACK-ONLY PKTS\tLOST PKTS\tLARGEST PKT\tCWND KiB\tSRTT ms\tAT CWND %\t1-99 % SENT s\t")
 	for _, q := range conns {
+		if len(q.sent) == 0 {
+			fmt.Fprintf(w, "%s\t%s\t0.0\t%s\t\t%d\t%d\t%d\t\t\t\t\t\n", q.from, q.to, mib(q.wire), q.ackOnly, q.lost, q.maxPacket)
+			continue
+		}
 		from, to := q.by(0.01), q.by(0.99)
-		cwnd, rtt := q.means(from, to)
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.1f\t%d\t%d\t%d\t%.0f\t%.0f\t%.1f-%.1f\t\n",
+		cwnd, rtt, at := q.means(from, to)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%.1f\t%d\t%d\t%d\t%.0f\t%.0f\t%.0f\t%.1f-%.1f\t\n",
 			q.from, q.to, mib(q.stream), mib(q.wire), 100*(float64(q.wire)/float64(q.stream)-1),
-			q.ackOnly, q.lost, q.maxPacket, cwnd/1024, rtt, from.Sub(t0).Seconds(), to.Sub(t0).Seconds())
+			q.ackOnly, q.lost, q.maxPacket, cwnd/1024, rtt, 100*at, from.Sub(t0).Seconds(), to.Sub(t0).Seconds())
 	}
 	return w.Flush()
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +18,7 @@ const qlogSample = "\x1e" + `{"qlog_format":"JSON-SEQ","qlog_version":"0.3","tra
 ` + "\x1e" + `{"time":1.5,"name":"recovery:metrics_updated","data":{"congestion_window":40960,"bytes_in_flight":1280}}
 ` + "\x1e" + `{"time":2,"name":"recovery:metrics_updated","data":{"smoothed_rtt":20}}
 ` + "\x1e" + `{"time":100,"name":"transport:packet_sent","data":{"raw":{"length":1441},"frames":[{"frame_type":"ack","ack_delay":1},{"frame_type":"stream","stream_id":4,"offset":0,"length":1000}]}}
-` + "\x1e" + `{"time":200,"name":"recovery:metrics_updated","data":{"congestion_window":81920,"smoothed_rtt":40}}
+` + "\x1e" + `{"time":200,"name":"recovery:metrics_updated","data":{"congestion_window":81920,"bytes_in_flight":81000,"smoothed_rtt":40}}
 ` + "\x1e" + `{"time":300,"name":"transport:packet_sent","data":{"raw":{"length":50},"frames":[{"frame_type":"ack","ack_delay":1}]}}
 ` + "\x1e" + `{"time":400,"name":"transport:packet_sent","data":{"raw":{"length":1441},"frames":[{"frame_type":"stream","stream_id":4,"offset":1000,"length":3000}]}}
 ` + "\x1e" + `{"time":450,"name":"recovery:packet_lost","data":{"header":{"packet_number":9}}}
@@ -67,11 +68,21 @@ func TestReadQlog(t *testing.T) {
 			if got := q.by(0.99); !got.Equal(ref.Add(400 * time.Millisecond)) {
 				t.Errorf("99 %% sent at %v, want 400 ms after the reference", got.Sub(ref))
 			}
-			// From 100 to 400 ms there is one update: 80 KiB, 40 ms.
-			if cwnd, rtt := q.means(q.by(0.01), q.by(0.99)); cwnd != 81920 || rtt != 40 {
-				t.Errorf("means %v bytes, %v ms; want 81920, 40", cwnd, rtt)
+			// From 100 to 400 ms: 40 KiB, 20 ms and 1280 bytes in flight
+			// (the update at 2 ms) for 100 ms, then 80 KiB, 40 ms and
+			// 81000 bytes in flight, within a packet of the window, for
+			// 200 ms.
+			cwnd, rtt, at := q.means(q.by(0.01), q.by(0.99))
+			if math.Abs(cwnd-(40960*0.1+81920*0.2)/0.3) > 1e-6 || math.Abs(rtt-(20*0.1+40*0.2)/0.3) > 1e-9 || math.Abs(at-2.0/3) > 1e-9 {
+				t.Errorf("means %v bytes, %v ms, at the window %v of the time; want 68267, 33.3, 0.667", cwnd, rtt, at)
 			}
 		})
+	}
+}
+
+func TestByWithoutStreamData(t *testing.T) {
+	if got := (qlogConn{}).by(0.5); !got.IsZero() {
+		t.Errorf("by on a connection with no stream data = %v, want the zero time", got)
 	}
 }
 

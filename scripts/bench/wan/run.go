@@ -147,7 +147,6 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	fmt.Printf("  %5.2f s  job %s signed and accepted by the server ('swdist job create')\n", time.Since(t0).Seconds(), id)
 	last, lastAt := before, t0
 	lastCPU := readCPU()
-	_, dropsBefore, _ := t.siteQueues(ctx)
 	queued := make([]uint64, len(t.gws)) // sum of the samples of each site's shaper queue
 	samples := 0
 	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
@@ -168,19 +167,10 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 				// And what waits in each site's shaper (a sample): a full
 				// queue delays everything that leaves the site, the ACKs of
 				// what it receives included.
-				backlog, _, qerr := t.siteQueues(ctx)
-				if qerr == nil {
-					samples++
-					for i, b := range backlog {
-						queued[i] += b
-					}
-				}
+				samples++
 				for i := range d.sites {
-					q := ""
-					if qerr == nil {
-						q = fmt.Sprintf(", queue %d KiB", backlog[i]>>10)
-					}
-					line += fmt.Sprintf(", s%d %.1f (in %.1f%s)", i+1, float64(d.sites[i].tx)*8/secs/1e6, float64(d.sites[i].rx)*8/secs/1e6, q)
+					queued[i] += d.sites[i].backlog
+					line += fmt.Sprintf(", s%d %.1f (in %.1f, queue %d KiB)", i+1, float64(d.sites[i].tx)*8/secs/1e6, float64(d.sites[i].rx)*8/secs/1e6, d.sites[i].backlog>>10)
 				}
 				cpu := readCPU()
 				fmt.Printf("%s; CPU (machine) %.0f %%; %s\n", line, cpu.busySince(lastCPU), countsLine(st.Counts))
@@ -204,10 +194,10 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	}
 	r.up = after.since(before)
 	fmt.Printf("  %5.1f s  %s: the server knows the last client holds the verified package\n", r.reported.Seconds(), countsLine(st.Counts))
-	if _, dropsAfter, err := t.siteQueues(ctx); err == nil && samples > 0 && len(dropsBefore) == len(dropsAfter) {
+	if samples > 0 {
 		line := "Site uplink shapers (tbf): mean queue of the samples above, packets dropped:"
-		for i := range dropsAfter {
-			line += fmt.Sprintf(" s%d %d KiB, %d;", i+1, queued[i]/uint64(samples)>>10, dropsAfter[i]-dropsBefore[i])
+		for i, s := range r.up.sites {
+			line += fmt.Sprintf(" s%d %d KiB, %d;", i+1, queued[i]/uint64(samples)>>10, s.drops)
 		}
 		fmt.Println(strings.TrimSuffix(line, ";"))
 	}
@@ -401,8 +391,8 @@ func printTable(o options, size int64, sw swResult, h *httpResult) {
 	fmt.Printf("  N·F/(u_server + Σ u_i), u_i = LAN  %6.1f s\n", b.flatTerm)
 	fmt.Printf("  = %.1f s\n", b.lb)
 	if b.limitTerm > b.lb {
-		fmt.Printf("With the server sending at most 1.1 F (its target below), the sites' uplinks carry the rest:\n")
-		fmt.Printf("  (S − 1.1)·F/Σ u_site               %6.1f s   (stream bytes; the headers on the wire add about 6 %%)\n", b.limitTerm)
+		fmt.Printf("With the server sending at most 1.1 F (its target below), the sites' uplinks carry the rest, at least:\n")
+		fmt.Printf("  (S − 1.1)·F/Σ u_site               %6.1f s   (as if the server's 1.1 F and the sites' bytes were all payload)\n", b.limitTerm)
 	}
 	for i, d := range sw.relayHeld {
 		if d > 0 {
@@ -448,7 +438,7 @@ func printTable(o options, size int64, sw swResult, h *httpResult) {
 			hs(func(h *httpResult) string { return ratio(h.up.sites[i].rx) }))
 	}
 	_ = w.Flush()
-	fmt.Println("\nBytes are what the qdiscs at each end of a link sent: every packet whole, Ethernet, IP and UDP or TCP headers included (about 5 % over the payload).")
+	fmt.Println("\nBytes are what the qdiscs at each end of a link sent: every packet whole, Ethernet, IP and UDP or TCP headers included (5–6 % over the payload over QUIC).")
 }
 
 // blockBytes sums the blocks in a node's flatfs store.

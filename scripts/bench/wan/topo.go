@@ -283,8 +283,9 @@ func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int
 }
 
 // counters are the bytes a link carried each way, as the qdiscs at its
-// two ends sent them.
-type counters struct{ tx, rx uint64 }
+// two ends sent them, and what its sending end's qdisc holds now
+// (backlog, bytes waiting to go out) and dropped.
+type counters struct{ tx, rx, backlog, drops uint64 }
 
 // qdiscStats are the statistics of the root qdisc on a device.
 type qdiscStats struct {
@@ -317,32 +318,6 @@ func rootQdisc(ctx context.Context, ns, dev string) (qdiscStats, error) {
 	return qdiscStats{}, fmt.Errorf("no root qdisc on %s in %s", dev, ns)
 }
 
-// shaperQueue is what the tbf shaper on dev in ns holds now (bytes
-// waiting to go out) and the packets it dropped since it was made.
-func shaperQueue(ctx context.Context, ns, dev string) (backlog, drops uint64, err error) {
-	q, err := rootQdisc(ctx, ns, dev)
-	if err != nil {
-		return 0, 0, err
-	}
-	if q.Kind != "tbf" {
-		return 0, 0, fmt.Errorf("no tbf on %s in %s", dev, ns)
-	}
-	return q.Backlog, q.Drops, nil
-}
-
-// siteQueues samples the shaper queue of each site's uplink (see
-// shaperQueue), in site order.
-func (t *topo) siteQueues(ctx context.Context) (backlog, drops []uint64, err error) {
-	for _, gw := range t.gws {
-		b, d, err := shaperQueue(ctx, gw, "uplink")
-		if err != nil {
-			return nil, nil, err
-		}
-		backlog, drops = append(backlog, b), append(drops, d)
-	}
-	return backlog, drops, nil
-}
-
 // uplinks reads the server's uplink and each site's uplink counters.
 type uplinks struct {
 	server counters
@@ -352,24 +327,33 @@ type uplinks struct {
 func (t *topo) readUplinks(ctx context.Context) (uplinks, error) {
 	var u uplinks
 	var err error
-	sent := func(ns, dev string) uint64 {
+	read := func(ns, dev string) qdiscStats {
 		q, qerr := rootQdisc(ctx, ns, dev)
 		if err == nil {
 			err = qerr
 		}
-		return q.Bytes
+		return q
 	}
-	u.server = counters{tx: sent(t.server, "eth0"), rx: sent(t.router, "srv")}
+	link := func(up qdiscStats, down qdiscStats) counters {
+		return counters{tx: up.Bytes, rx: down.Bytes, backlog: up.Backlog, drops: up.Drops}
+	}
+	u.server = link(read(t.server, "eth0"), read(t.router, "srv"))
 	for i, gw := range t.gws {
-		u.sites = append(u.sites, counters{tx: sent(gw, "uplink"), rx: sent(t.router, fmt.Sprintf("s%d", i+1))})
+		u.sites = append(u.sites, link(read(gw, "uplink"), read(t.router, fmt.Sprintf("s%d", i+1))))
 	}
 	return u, err
 }
 
 func (u uplinks) since(before uplinks) uplinks {
-	d := uplinks{server: counters{u.server.tx - before.server.tx, u.server.rx - before.server.rx}}
+	d := uplinks{server: u.server.since(before.server)}
 	for i := range u.sites {
-		d.sites = append(d.sites, counters{u.sites[i].tx - before.sites[i].tx, u.sites[i].rx - before.sites[i].rx})
+		d.sites = append(d.sites, u.sites[i].since(before.sites[i]))
 	}
 	return d
+}
+
+// since is what c's link carried and dropped since before; its backlog
+// is c's, now.
+func (c counters) since(before counters) counters {
+	return counters{tx: c.tx - before.tx, rx: c.rx - before.rx, backlog: c.backlog, drops: c.drops - before.drops}
 }
