@@ -485,25 +485,19 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// upAsked are the blocks asked of upstream so far: the endgame keeps
 	// what this node takes from upstream in all within its part of
 	// (1 + endgameShare) times the package, so that a share that grew
-	// (blocks of a peer that failed at the start) leaves less to take.
+	// (blocks a peer did not deliver at the start) leaves less to take.
 	upAsked := map[string]bool{}
 	var upBytes uint64
 	// take moves peers' blocks to upstream until spent reaches fraction of
 	// this node's budget, its part among its peers as they are now.
 	take := func(fraction float64) {
-		limit := uint64(float64(total) * endgameShare * fraction / float64(len(peers)+1))
-		upCap := uint64(float64(total) * (1 + endgameShare) / float64(len(peers)+1))
-		upLeft := uint64(0)
+		up := upBytes
 		for _, c := range queue {
 			if queuedFrom(c) == "" && !upAsked[c.KeyString()] {
-				upLeft += sizeOf[c.KeyString()]
+				up += sizeOf[c.KeyString()]
 			}
 		}
-		if up := upBytes + upLeft; up >= upCap {
-			limit = min(limit, spent)
-		} else {
-			limit = min(limit, spent+upCap-up)
-		}
+		limit := endgameLimit(total, len(peers)+1, fraction, spent, up)
 		left := map[peer.ID][]int{} // by owner, positions in the queue
 		for i, c := range queue {
 			if o := queuedFrom(c); o != "" {
@@ -668,6 +662,21 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 	}
 	return nil
+}
+
+// endgameLimit is what the endgame of a node may have spent (bytes of
+// its peers' blocks taken from upstream instead) once it takes fraction
+// of its budget: its part, among members (itself and its peers), of
+// endgameShare of the package of total bytes, and no more than keeps up,
+// the bytes it asked or will ask of upstream in all so far (spent
+// included), within its part of (1 + endgameShare) times the package.
+func endgameLimit(total uint64, members int, fraction float64, spent, up uint64) uint64 {
+	limit := uint64(float64(total) * endgameShare * fraction / float64(members))
+	upCap := uint64(float64(total) * (1 + endgameShare) / float64(members))
+	if up >= upCap {
+		return min(limit, spent)
+	}
+	return min(limit, spent+upCap-up)
 }
 
 // retryPeer says whether a peer whose request failed with err is asked
