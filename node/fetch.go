@@ -653,6 +653,14 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 				}
 			}
 			n.setRoute(owner)
+		} else if len(left) > 0 {
+			// Said, as it costs the parent's link what the peer would
+			// have carried.
+			var bytes uint64
+			for _, c := range left {
+				bytes += sizeOf[c.KeyString()]
+			}
+			n.log.Debug("peer lacked blocks it was asked for: fetching them from upstream", "peer", r.from, "blocks", len(left), "bytes", bytes)
 		}
 		for _, c := range left {
 			if !retry {
