@@ -491,19 +491,16 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// take moves peers' blocks to upstream until spent reaches fraction of
 	// this node's budget, its part among its peers as they are now.
 	take := func(fraction float64) {
-		up := upBytes
-		for _, c := range queue {
-			if queuedFrom(c) == "" && !upAsked[c.KeyString()] {
+		left := map[peer.ID][]int{} // by owner, positions in the queue
+		up := upBytes               // and what is to come from upstream
+		for i, c := range queue {
+			if o := queuedFrom(c); o != "" {
+				left[o] = append(left[o], i)
+			} else if !upAsked[c.KeyString()] {
 				up += sizeOf[c.KeyString()]
 			}
 		}
 		limit := endgameLimit(total, len(peers)+1, fraction, spent, up)
-		left := map[peer.ID][]int{} // by owner, positions in the queue
-		for i, c := range queue {
-			if o := queuedFrom(c); o != "" {
-				left[o] = append(left[o], i)
-			}
-		}
 		// The others' words are capped at the package's size: a peer's
 		// uplink has no more of it than that for each of them to send.
 		due := toCome()
@@ -576,17 +573,12 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			}
 			running++
 			inflight[from]++
-			if from == "" {
-				for _, c := range group {
-					if k := c.KeyString(); !upAsked[k] {
-						upAsked[k] = true
-						upBytes += sizeOf[k]
-					}
-				}
-			}
-			if from != "" {
-				for _, c := range group {
+			for _, c := range group {
+				if k := c.KeyString(); from != "" {
 					asking[c] = from
+				} else if !upAsked[k] {
+					upAsked[k] = true
+					upBytes += sizeOf[k]
 				}
 			}
 			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group)} }()
