@@ -187,6 +187,9 @@ func (t *topo) shape(ctx context.Context, ns, dev string, mbit float64) error {
 		"rate", fmt.Sprintf("%.0fkbit", mbit*1000), "burst", strconv.Itoa(burst), "latency", "100ms")
 }
 
+// siteIf is the router's interface toward site i (1-based).
+func siteIf(i int) string { return fmt.Sprintf("s%d", i) }
+
 // count gives dev in ns a qdisc that only counts what it sends (a FIFO
 // as long as a veth's own queue: it never holds a packet back, the veth
 // taking each at once), for a link that is not shaped: see rootQdisc.
@@ -219,7 +222,7 @@ func buildTopo(ctx context.Context, l *ledger, prefix string, sites, perSite int
 	for i := 1; i <= sites; i++ {
 		gw := fmt.Sprintf("%sgw%d", prefix, i)
 		t.gws = append(t.gws, gw)
-		rIf := fmt.Sprintf("s%d", i)
+		rIf := siteIf(i)
 		lan := fmt.Sprintf("10.99.%d", 10+i)
 		steps := []func() error{
 			func() error { return t.addNS(ctx, gw) },
@@ -289,7 +292,6 @@ type counters struct{ tx, rx, backlog, drops uint64 }
 
 // qdiscStats are the statistics of the root qdisc on a device.
 type qdiscStats struct {
-	Kind    string `json:"kind"`
 	Root    bool   `json:"root"`
 	Bytes   uint64 `json:"bytes"` // sent, each packet whole: Ethernet, IP and UDP or TCP headers included
 	Backlog uint64 `json:"backlog"`
@@ -339,7 +341,7 @@ func (t *topo) readUplinks(ctx context.Context) (uplinks, error) {
 	}
 	u.server = link(read(t.server, "eth0"), read(t.router, "srv"))
 	for i, gw := range t.gws {
-		u.sites = append(u.sites, link(read(gw, "uplink"), read(t.router, fmt.Sprintf("s%d", i+1))))
+		u.sites = append(u.sites, link(read(gw, "uplink"), read(t.router, siteIf(i+1))))
 	}
 	return u, err
 }
