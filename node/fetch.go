@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"sync"
@@ -491,47 +492,25 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	// take moves peers' blocks to upstream until spent reaches fraction of
 	// this node's budget, its part among its peers as they are now.
 	take := func(fraction float64) {
-		left := map[peer.ID][]int{} // by owner, positions in the queue
-		up := upBytes               // and what is to come from upstream
-		for i, c := range queue {
-			if o := queuedFrom(c); o != "" {
-				left[o] = append(left[o], i)
-			} else if !upAsked[c.KeyString()] {
-				up += sizeOf[c.KeyString()]
-			}
-		}
-		limit := endgameLimit(total, len(peers)+1, fraction, spent, up)
+		left, up := endgameQueue(queue, queuedFrom, upAsked, sizeOf)
+		limit := endgameLimit(total, len(peers)+1, fraction, spent, upBytes+up)
 		// The others' words are capped at the package's size: a peer's
 		// uplink has no more of it than that for each of them to send.
 		due := toCome()
 		for _, p := range peers {
 			due[p] += min(othersWait[p], total*uint64(len(peers)))
 		}
-		moved := 0
-		for {
-			var slow peer.ID
-			for _, p := range peers {
-				if slow == "" || due[p] > due[slow] {
-					slow = p
-				}
-			}
-			l := left[slow]
-			if len(l) == 0 {
-				break
-			}
-			k := queue[l[len(l)-1]].KeyString()
-			if spent+sizeOf[k] > limit {
-				break
-			}
+		if limit <= spent {
+			return
+		}
+		taken := endgamePick(peers, left, due, sizeOf, limit-spent)
+		for _, k := range taken {
 			spent += sizeOf[k]
 			upstreamOnly[k] = true
 			owner[k] = ""
-			left[slow] = l[:len(l)-1]
-			due[slow] -= sizeOf[k]
-			moved++
 		}
-		if moved > 0 {
-			n.log.Debug("endgame: blocks of peers taken from upstream", "phase", phase, "blocks", moved, "bytes", spent)
+		if len(taken) > 0 {
+			n.log.Debug("endgame: blocks of peers taken from upstream", "phase", phase, "blocks", len(taken), "bytes", spent)
 			n.setRoute(owner)
 		}
 	}
@@ -662,6 +641,59 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 	}
 	return nil
+}
+
+// endgameQueue sorts the queue for the endgame (from gives a queued
+// block's source, "" for upstream): left are, by peer, the keys of the
+// blocks to come from it, in the queue's order; up are the bytes of those
+// to come from upstream and not asked of it yet (a block asked before and
+// queued again, as upstream lacked it, is already in what was asked).
+func endgameQueue(queue []cid.Cid, from func(cid.Cid) peer.ID, upAsked map[string]bool, sizeOf map[string]uint64) (left map[peer.ID][]string, up uint64) {
+	left = map[peer.ID][]string{}
+	for _, c := range queue {
+		k := c.KeyString()
+		if o := from(c); o != "" {
+			left[o] = append(left[o], k)
+		} else if !upAsked[k] {
+			up += sizeOf[k]
+		}
+	}
+	return left, up
+}
+
+// endgamePick chooses, within room bytes, the queued blocks of peers to
+// take from upstream instead: each time the last one queued of the peer
+// whose uplink has the most left to send (due, bytes by peer), so that
+// what is left on each evens out. It stops once that peer has no block
+// queued (taking another's would not make it end sooner) or its next one
+// does not fit. left and due are not changed.
+func endgamePick(peers []peer.ID, left map[peer.ID][]string, due map[peer.ID]uint64, sizeOf map[string]uint64, room uint64) []string {
+	due = maps.Clone(due)
+	queued := map[peer.ID]int{}
+	for p, l := range left {
+		queued[p] = len(l)
+	}
+	var taken []string
+	var bytes uint64
+	for {
+		var slow peer.ID
+		for _, p := range peers {
+			if slow == "" || due[p] > due[slow] {
+				slow = p
+			}
+		}
+		if queued[slow] == 0 {
+			return taken
+		}
+		k := left[slow][queued[slow]-1]
+		if bytes+sizeOf[k] > room {
+			return taken
+		}
+		bytes += sizeOf[k]
+		taken = append(taken, k)
+		queued[slow]--
+		due[slow] -= min(due[slow], sizeOf[k])
+	}
 }
 
 // endgameLimit is what the endgame of a node may have spent (bytes of
