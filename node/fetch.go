@@ -128,7 +128,7 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 		return nil
 	}
 	if from.Cert.Parent != n.host.ID() {
-		return n.pullThrough(ctx, cids, false, false)
+		return n.pullThrough(ctx, cids, false, false, false)
 	}
 	// This node's own fetch of the package may be about to learn its peers:
 	// wait for that, so that a child's first requests go where this node's
@@ -148,7 +148,7 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 	}
 	n.fetchMu.Unlock()
 	for o, group := range viaPeer {
-		if err := n.fetchGroup(ctx, o, group); err != nil {
+		if err := n.fetchGroup(ctx, o, group, false); err != nil {
 			viaParent = append(viaParent, group...)
 		} else if left, err := n.absent(ctx, group); err == nil {
 			viaParent = append(viaParent, left...)
@@ -157,7 +157,7 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 	if len(viaParent) == 0 {
 		return nil
 	}
-	return n.pullThrough(ctx, viaParent, true, false)
+	return n.pullThrough(ctx, viaParent, true, false, false)
 }
 
 // pullThrough fetches from the parent the blocks of cids not being fetched
@@ -165,8 +165,10 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 // however many ask for it at the same time. forChild says the asker is a
 // child of this node, which may wait for any fetch (see claimBlocks); own
 // says it is this node's own fetch, which waits for a request slot after
-// those for others (see upSlots).
-func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own bool) error {
+// those for others (see upSlots); force, that the blocks are taken from
+// the parent even where it would point to a sibling that has them
+// (exchange.FetchForce).
+func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own, force bool) error {
 	// A few requests at a time: a relay's own fetch, its children's and its
 	// siblings' all go up this link, and fewer blocks in flight each come
 	// sooner, to be passed on while the rest arrive. The slot is taken
@@ -180,7 +182,7 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own bo
 	need, err := n.absent(ctx, mine)
 	var missing []cid.Cid
 	if err == nil && len(need) > 0 {
-		missing, err = n.fromUpstream(ctx, need)
+		missing, err = n.fromUpstream(ctx, need, force)
 	}
 	n.releaseBlocks(mine)
 	n.upstream.release()
@@ -196,7 +198,7 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own bo
 				again, _ := n.claimBlocks(left, true, false)
 				if len(again) > 0 {
 					var m2 []cid.Cid
-					m2, err = n.fromUpstream(ctx, again)
+					m2, err = n.fromUpstream(ctx, again, true)
 					missing = append(missing, m2...)
 				}
 				n.releaseBlocks(again)
@@ -210,10 +212,10 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own bo
 	return err
 }
 
-// fromUpstream fetches cids from the parent or, while the parent is not
-// reachable, from the nearest ancestor that is (they serve nodes that are
-// not their children at a limited rate).
-func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, error) {
+// fromUpstream fetches cids from the parent (see pullThrough for force)
+// or, while the parent is not reachable, from the nearest ancestor that is
+// (they serve nodes that are not their children at a limited rate).
+func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid, force bool) ([]cid.Cid, error) {
 	if _, ok := n.member.Peer(n.parent); !ok {
 		if left := ancestorTry - time.Since(n.started); left > 0 {
 			// Just started: the parent link may not be up yet.
@@ -221,6 +223,9 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid) ([]cid.Cid, err
 		}
 	}
 	if _, ok := n.member.Peer(n.parent); ok {
+		if force {
+			return n.exchange.FetchForce(ctx, n.parent, cids)
+		}
 		return n.exchange.Fetch(ctx, n.parent, cids)
 	}
 	errs := []error{fmt.Errorf("parent %s is not connected", n.parent)}
@@ -310,7 +315,7 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 		if n.parent == "" {
 			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
 		}
-		if err := n.pullThrough(ctx, []cid.Cid{root}, false, false); err != nil {
+		if err := n.pullThrough(ctx, []cid.Cid{root}, false, false, false); err != nil {
 			return pkg.Root{}, fmt.Errorf("fetch package %s: %w", root, err)
 		}
 	}
@@ -560,7 +565,11 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 					upBytes += sizeOf[k]
 				}
 			}
-			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group)} }()
+			// Peers' blocks taken from upstream (the endgame, a peer that
+			// failed or lacked them) are taken from it, not from the
+			// peer it would point to.
+			force := from == "" && slices.ContainsFunc(group, func(c cid.Cid) bool { return upstreamOnly[c.KeyString()] })
+			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group, force)} }()
 		}
 		var r fetched
 		select {
@@ -769,10 +778,11 @@ func (n *Node) nextGroup(queue *[]cid.Cid, source func(cid.Cid) peer.ID, infligh
 	return best, group
 }
 
-// fetchGroup fetches group from upstream (from == "") or from a peer.
-func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid) error {
+// fetchGroup fetches group from upstream (from == "", force as for
+// pullThrough) or from a peer.
+func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid, force bool) error {
 	if from == "" {
-		return n.pullThrough(ctx, group, true, true)
+		return n.pullThrough(ctx, group, true, true, force)
 	}
 	mine, theirs := n.claimBlocks(group, false, true)
 	defer n.releaseBlocks(mine)

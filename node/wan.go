@@ -6,6 +6,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/content/ratelimit"
+	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/node/job"
 )
@@ -36,6 +37,18 @@ func (n *Node) fetchLimit() func(peer.ID) *ratelimit.Limiter {
 // between them crosses this node's WAN link (paced by fetchLimit, and
 // shared fairly by the exchange's Remote).
 func (n *Node) acrossWAN(pr member.Peer) bool { return pr.Cert.Site != n.cfg.Site }
+
+// siblingKin puts this node's child relays at other sites in one kin of
+// the blocks exchange (exchange.Config.Kin): a block sent across this
+// node's link to one of them is taken by the others from that one. A
+// relay that starts a fetch late, or after the others ended, then takes
+// from its siblings what this node sent them, not from this node again.
+func (n *Node) siblingKin(pr member.Peer) string {
+	if pr.Cert.Parent == n.host.ID() && pr.Cert.Role == cert.RoleRelay && n.acrossWAN(pr) {
+		return "relays"
+	}
+	return ""
+}
 
 // serveLimit paces what this node serves, all together, to nodes below its
 // children that fetch from it because their own relay is down

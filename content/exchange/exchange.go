@@ -3,7 +3,10 @@
 // gets each block or "missing" back; every block is checked against its CID
 // before it is stored. A relay that is asked for blocks it does not hold
 // fetches them from its own parent first (pull-through), so that a package
-// crosses each link about once, whoever asks first.
+// crosses each link about once, whoever asks first. A parent that sent a
+// block across its link to one of a group of children (Config.Kin) points
+// another of them that asks for it to that one (reply.At) rather than send
+// it again, unless the asker insists (want.Force).
 package exchange
 
 import (
@@ -12,6 +15,7 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -19,7 +23,9 @@ import (
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/peerstore"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	ma "github.com/multiformats/go-multiaddr"
 
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/content/ratelimit"
@@ -27,8 +33,15 @@ import (
 	"github.com/swdist/swdist/internal/wire"
 )
 
-// Protocol asks a peer for blocks.
-const Protocol protocol.ID = "/swdist/blocks/1.0.0"
+// Protocol asks a peer for blocks; in this version a parent may point the
+// asker to a sibling for some of them (reply.At) and the asker may insist
+// (want.Force).
+const Protocol protocol.ID = "/swdist/blocks/1.1.0"
+
+// ProtocolV1 is the version before redirects: served to peers that do not
+// speak Protocol yet (never pointed elsewhere), and spoken to a peer that
+// does not.
+const ProtocolV1 protocol.ID = "/swdist/blocks/1.0.0"
 
 // Limits of one request.
 const (
@@ -36,16 +49,32 @@ const (
 	maxBlock     = 1<<20 + 1 // a block frame: a chunk, or part of a root
 	maxWantBytes = MaxWant * 80
 	streams      = 4 // requests in flight to one peer
+	maxAtAddrs   = 8 // addresses given with a sibling pointed to
+	// What a parent remembers of the blocks it sent to a group of
+	// children: for sentFor, and sentMax blocks at most (a root serving
+	// 64 GiB of distinct packages within the hour); past that it sends
+	// again rather than remember more.
+	sentFor = time.Hour
+	sentMax = 1 << 18
 )
 
 type want struct {
 	CIDs [][]byte `cbor:"0,keyasint"`
+	// Force asks for the blocks themselves, even those a sibling of the
+	// asker got from this node (Protocol only): the asker takes them from
+	// here on purpose, or the sibling failed it.
+	Force bool `cbor:"1,keyasint,omitempty"`
 }
 
 type reply struct {
 	CID     []byte `cbor:"0,keyasint"`
 	Data    []byte `cbor:"1,keyasint,omitempty"`
 	Missing bool   `cbor:"2,keyasint,omitempty"`
+	// At is the peer, a sibling of the asker, that this node sent the
+	// block to: the asker is to take it from there (Protocol only), at
+	// the addresses AtAddrs (a few of those this node knows).
+	At      []byte   `cbor:"3,keyasint,omitempty"`
+	AtAddrs [][]byte `cbor:"4,keyasint,omitempty"`
 }
 
 // ErrBadBlock: a peer sent a block that did not match its CID. The block
@@ -71,6 +100,11 @@ type Config struct {
 	// node's uplink (it is at another site): those are paced by
 	// fairShare.
 	Remote func(pr member.Peer) bool
+	// Kin, if set, names the group of children a peer is in whose members
+	// take from each other the blocks this node sent one of them ("" for
+	// none): another that asks for such a block is pointed to the first
+	// (reply.At), while that one is connected, rather than sent it again.
+	Kin func(pr member.Peer) string
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
@@ -88,6 +122,15 @@ type Service struct {
 	served map[peer.ID]int   // blocks sent, by peer
 	turns  map[peer.ID]*turn // whose turn it is to write a block to a peer
 	fair   *fairShare        // of the uplink, among peers at other sites
+	sent   map[string]sentTo // by CID key: the first of a kin this node sent the block to
+	pruned time.Time         // when sent was last rid of what is past sentFor
+}
+
+// A sentTo is the peer, of kin, that a block went to, and when.
+type sentTo struct {
+	peer peer.ID
+	kin  string
+	at   time.Time
 }
 
 // A turn lets one of the streams that serve a peer write a block at a
@@ -109,12 +152,13 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
-	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{}, turns: map[peer.ID]*turn{}, fair: newFairShare()}
+	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
+		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}}
 }
 
 // Start serves the protocol to verified members.
 func (s *Service) Start() {
-	s.h.SetStreamHandler(Protocol, s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
+	serve := s.cfg.Member.Guard(func(pr member.Peer, str network.Stream) {
 		defer str.Close()
 		_ = str.SetDeadline(time.Now().Add(s.cfg.Timeout))
 		var w want
@@ -132,6 +176,23 @@ func (s *Service) Start() {
 				return
 			}
 			ids = append(ids, c)
+		}
+		// Blocks a sibling of the asker got from here: it is pointed there.
+		if str.Protocol() == Protocol && !w.Force {
+			var at map[string]peer.ID
+			ids, at = s.pointElsewhere(pr, ids)
+			for k, h := range at {
+				r := reply{CID: []byte(k), At: []byte(h)}
+				for _, a := range s.h.Peerstore().Addrs(h) {
+					if len(r.AtAddrs) < maxAtAddrs {
+						r.AtAddrs = append(r.AtAddrs, a.Bytes())
+					}
+				}
+				if err := s.write(ctx, str, pr.ID, r, false); err != nil {
+					_ = str.Reset()
+					return
+				}
+			}
 		}
 		var absent []cid.Cid
 		if s.cfg.Upstream != nil {
@@ -191,6 +252,9 @@ func (s *Service) Start() {
 					_ = str.Reset()
 					return
 				}
+				if !r.Missing {
+					s.noteSent(pr, r.CID)
+				}
 			}
 			pending = rest
 			if len(pending) == 0 {
@@ -204,7 +268,64 @@ func (s *Service) Start() {
 				return
 			}
 		}
-	}))
+	})
+	s.h.SetStreamHandler(Protocol, serve)
+	s.h.SetStreamHandler(ProtocolV1, serve)
+}
+
+// pointElsewhere splits ids, asked for by pr, into those to send and, by
+// CID key, those to point pr elsewhere for: sent to another connected
+// peer of pr's kin.
+func (s *Service) pointElsewhere(pr member.Peer, ids []cid.Cid) (send []cid.Cid, at map[string]peer.ID) {
+	if s.cfg.Kin == nil {
+		return ids, nil
+	}
+	kin := s.cfg.Kin(pr)
+	if kin == "" {
+		return ids, nil
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, c := range ids {
+		st, ok := s.sent[c.KeyString()]
+		if ok && st.kin == kin && st.peer != pr.ID && time.Since(st.at) < sentFor {
+			if _, up := s.cfg.Member.Peer(st.peer); up {
+				if at == nil {
+					at = map[string]peer.ID{}
+				}
+				at[c.KeyString()] = st.peer
+				continue
+			}
+		}
+		send = append(send, c)
+	}
+	return send, at
+}
+
+// noteSent remembers that block c (its CID's bytes) went to pr, if pr is
+// of a kin and the block went to none of it before.
+func (s *Service) noteSent(pr member.Peer, c []byte) {
+	if s.cfg.Kin == nil {
+		return
+	}
+	kin := s.cfg.Kin(pr)
+	if kin == "" {
+		return
+	}
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if now.Sub(s.pruned) > sentFor/60 { // a walk of it a minute at most, full or not
+		s.pruned = now
+		maps.DeleteFunc(s.sent, func(_ string, st sentTo) bool { return now.Sub(st.at) >= sentFor })
+	}
+	k := string(c)
+	if st, ok := s.sent[k]; ok && st.kin == kin && now.Sub(st.at) < sentFor {
+		return
+	}
+	if len(s.sent) < sentMax {
+		s.sent[k] = sentTo{peer: pr.ID, kin: kin, at: now}
+	}
 }
 
 // write sends r to p on str in its turn (and, across the uplink, at its
@@ -232,7 +353,7 @@ func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r re
 	if err != nil {
 		return err
 	}
-	if !r.Missing {
+	if !r.Missing && r.At == nil {
 		s.mu.Lock()
 		s.served[p]++
 		s.mu.Unlock()
@@ -277,7 +398,10 @@ func isClosed(ch chan struct{}) bool {
 }
 
 // Close stops serving.
-func (s *Service) Close() { s.h.RemoveStreamHandler(Protocol) }
+func (s *Service) Close() {
+	s.h.RemoveStreamHandler(Protocol)
+	s.h.RemoveStreamHandler(ProtocolV1)
+}
 
 // BadBlocks counts the blocks each peer sent that did not match their CID.
 func (s *Service) BadBlocks() map[peer.ID]int {
@@ -296,11 +420,52 @@ func (s *Service) Served() map[peer.ID]int {
 // Fetch gets the blocks cids from p into the store, in the order given
 // (callers that share a package's blocks among peers take them in the
 // package's order, the same at all of them), several requests at a time,
-// checking each. It returns the CIDs p did not deliver.
+// checking each. It returns the CIDs p did not deliver. Blocks p points
+// elsewhere for (p is this node's parent, and sent them to a sibling of
+// this node) are taken from that sibling, and from p after all where the
+// sibling fails.
 func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
+	missing, at, err := s.fetchFrom(ctx, p, cids, false)
+	if len(at) == 0 {
+		return missing, err
+	}
+	missing = slices.DeleteFunc(missing, func(c cid.Cid) bool { _, ok := at[c.KeyString()]; return ok })
+	byHolder := map[peer.ID][]cid.Cid{}
+	for _, c := range cids {
+		if h, ok := at[c.KeyString()]; ok {
+			byHolder[h] = append(byHolder[h], c)
+		}
+	}
+	var again []cid.Cid
+	for h, list := range byHolder {
+		left, _, herr := s.fetchFrom(ctx, h, list, false)
+		if herr != nil {
+			s.log.Debug("blocks from the sibling the parent pointed to: asking the parent after all", "parent", p, "sibling", h, "n", len(left), "err", herr)
+		}
+		again = append(again, left...)
+	}
+	if len(again) == 0 {
+		return missing, err
+	}
+	left, _, ferr := s.fetchFrom(ctx, p, again, true)
+	return append(missing, left...), errors.Join(err, ferr)
+}
+
+// FetchForce is Fetch without being pointed elsewhere: for blocks this
+// node takes from p on purpose rather than from the peer that has them.
+func (s *Service) FetchForce(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
+	missing, _, err := s.fetchFrom(ctx, p, cids, true)
+	return missing, err
+}
+
+// fetchFrom gets cids from p, several requests at a time: it returns the
+// CIDs p did not deliver, and among them those p pointed elsewhere for, by
+// CID key, with the peer it pointed to.
+func (s *Service) fetchFrom(ctx context.Context, p peer.ID, cids []cid.Cid, force bool) ([]cid.Cid, map[string]peer.ID, error) {
 	var (
 		mu      sync.Mutex
 		missing []cid.Cid
+		at      map[string]peer.ID
 		errs    []error
 		wg      sync.WaitGroup
 	)
@@ -311,12 +476,12 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		case sem <- struct{}{}:
 		case <-ctx.Done():
 			wg.Wait()
-			return append(missing, cids[i:]...), ctx.Err()
+			return append(missing, cids[i:]...), at, ctx.Err()
 		}
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			got, err := s.fetchGroup(ctx, p, group)
+			got, there, err := s.fetchGroup(ctx, p, group, force)
 			mu.Lock()
 			defer mu.Unlock()
 			for _, c := range group {
@@ -324,22 +489,28 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 					missing = append(missing, c)
 				}
 			}
+			for k, h := range there {
+				if at == nil {
+					at = map[string]peer.ID{}
+				}
+				at[k] = h
+			}
 			if err != nil {
 				errs = append(errs, err)
 			}
 		}()
 	}
 	wg.Wait()
-	return missing, errors.Join(errs...)
+	return missing, at, errors.Join(errs...)
 }
 
-func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (got map[string]bool, err error) {
+func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, force bool) (got map[string]bool, at map[string]peer.ID, err error) {
 	got = map[string]bool{}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	str, err := s.h.NewStream(ctx, p, Protocol)
+	str, err := s.h.NewStream(ctx, p, Protocol, ProtocolV1)
 	if err != nil {
-		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
+		return got, nil, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
 	// A request that failed is reset, not just closed: the peer would go
 	// on writing blocks nobody reads, and its other answers to this node
@@ -358,14 +529,14 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (g
 	if dl, ok := ctx.Deadline(); ok {
 		_ = str.SetDeadline(dl)
 	}
-	w := want{CIDs: make([][]byte, len(group))}
+	w := want{CIDs: make([][]byte, len(group)), Force: force && str.Protocol() == Protocol}
 	wanted := map[string]bool{}
 	for i, c := range group {
 		w.CIDs[i] = c.Bytes()
 		wanted[c.KeyString()] = true
 	}
 	if err := wire.Write(str, w); err != nil {
-		return got, fmt.Errorf("ask %s for blocks: %w", p, err)
+		return got, nil, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
 	var lim *ratelimit.Limiter
 	if s.cfg.FetchLimit != nil {
@@ -375,20 +546,36 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (g
 	for range group {
 		var r reply
 		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
-			return got, fmt.Errorf("blocks from %s: %w", p, err)
+			return got, at, fmt.Errorf("blocks from %s: %w", p, err)
 		}
 		c, err := cid.Cast(r.CID)
 		if err != nil || !wanted[c.KeyString()] {
 			s.penalise(p)
-			return got, fmt.Errorf("blocks from %s: a block that was not asked for", p)
+			return got, at, fmt.Errorf("blocks from %s: a block that was not asked for", p)
 		}
 		if r.Missing {
+			continue
+		}
+		if r.At != nil {
+			// Pointed to a sibling: taken from there if it is another
+			// peer, else as missing.
+			if h, err := peer.IDFromBytes(r.At); err == nil && h != p && h != s.h.ID() && str.Protocol() == Protocol {
+				if at == nil {
+					at = map[string]peer.ID{}
+				}
+				at[c.KeyString()] = h
+				for _, b := range r.AtAddrs {
+					if a, err := ma.NewMultiaddrBytes(b); err == nil {
+						s.h.Peerstore().AddAddr(h, a, peerstore.TempAddrTTL)
+					}
+				}
+			}
 			continue
 		}
 		// Pacing what is read paces the sender too: the stream's window
 		// fills and it waits.
 		if err := lim.Wait(ctx, len(r.Data)); err != nil {
-			return got, fmt.Errorf("blocks from %s: %w", p, err)
+			return got, at, fmt.Errorf("blocks from %s: %w", p, err)
 		}
 		if err := s.cfg.Store.Put(ctx, c, r.Data); err != nil {
 			if errors.Is(err, blocks.ErrCorrupt) {
@@ -397,14 +584,14 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid) (g
 				bad++
 				continue
 			}
-			return got, err
+			return got, at, err
 		}
 		got[c.KeyString()] = true
 	}
 	if bad > 0 {
-		return got, fmt.Errorf("blocks from %s: %d of %d: %w", p, bad, len(group), ErrBadBlock)
+		return got, at, fmt.Errorf("blocks from %s: %d of %d: %w", p, bad, len(group), ErrBadBlock)
 	}
-	return got, nil
+	return got, at, nil
 }
 
 func (s *Service) penalise(p peer.ID) {

@@ -24,6 +24,7 @@ import (
 type node struct {
 	*membertest.Node
 	store *blocks.Store
+	svc   *Service
 }
 
 // start runs, for n, a real host on loopback with a member service, a
@@ -46,7 +47,7 @@ func startWith(t *testing.T, o certtest.Org, n certtest.Node, cfg Config) *node 
 	s := New(mn.H, cfg)
 	s.Start()
 	t.Cleanup(s.Close)
-	return &node{Node: mn, store: st}
+	return &node{Node: mn, store: st, svc: s}
 }
 
 func connect(t *testing.T, a, b *node) { membertest.Connect(t, a.Node, b.Node) }
@@ -276,5 +277,117 @@ func TestStalledPeerHoldsNoOneBack(t *testing.T) {
 	// Held back, 40 blocks would take 38 fairMaxWaits (7.6 s).
 	if took := time.Since(began); took > n/2*fairMaxWait {
 		t.Errorf("the fast peer took %v for %d blocks beside a stalled one: still held to its pace", took.Round(time.Millisecond), n)
+	}
+}
+
+// TestPointedToASibling: a parent that sent a block to one child relay
+// points another that asks for it to that one, which then serves it; the
+// block crosses the parent's link once. An asker that insists
+// (FetchForce) gets it from the parent; a sibling that is gone is not
+// pointed to.
+func TestPointedToASibling(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	relays := func(pr member.Peer) string {
+		if pr.Cert.Role == cert.RoleRelay {
+			return "relays"
+		}
+		return ""
+	}
+	parent := startWith(t, o, rn, Config{Kin: relays})
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	c := start(t, o, o.Child(t, rn, cert.RoleRelay, "c"), nil)
+	for _, n := range []*node{a, b, c} {
+		connect(t, n, parent)
+	}
+	x := putRandom(t, parent.store, 300<<10)
+	y := putRandom(t, parent.store, 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	fetch := func(n *node, force bool, cids ...cid.Cid) {
+		t.Helper()
+		f := n.svc.Fetch
+		if force {
+			f = n.svc.FetchForce
+		}
+		if missing, err := f(ctx, parent.H.ID(), cids); err != nil || len(missing) > 0 {
+			t.Fatalf("fetch: missing %v, %v", missing, err)
+		}
+		for _, id := range cids {
+			if ok, _ := n.store.Has(ctx, id); !ok {
+				t.Fatalf("%s not held after the fetch", id)
+			}
+		}
+	}
+	served := func(from, to *node) int { return from.svc.Served()[to.H.ID()] }
+
+	fetch(a, false, x)
+	// b has not met a: the parent gives a's addresses with the pointer.
+	fetch(b, false, x, y)
+	if got := served(parent, b); got != 1 {
+		t.Errorf("the parent sent b %d blocks, want 1 (y; x is a's)", got)
+	}
+	if got := served(a, b); got != 1 {
+		t.Errorf("a sent b %d blocks, want 1 (x)", got)
+	}
+	// Asked with Force, the parent sends it itself.
+	fetch(c, true, x)
+	if got := served(parent, c); got != 1 {
+		t.Errorf("the parent sent c, which insisted, %d blocks, want 1", got)
+	}
+	// With a and b gone, nobody is pointed to: the parent sends y again.
+	if err := a.H.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.H.Close(); err != nil {
+		t.Fatal(err)
+	}
+	waitGone := time.Now().Add(10 * time.Second)
+	for _, n := range []*node{a, b} {
+		for _, ok := parent.M.Peer(n.H.ID()); ok; _, ok = parent.M.Peer(n.H.ID()) {
+			if time.Now().After(waitGone) {
+				t.Fatalf("the parent still counts %s as connected", n.H.ID())
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	if err := c.store.Delete(ctx, y); err != nil {
+		t.Fatal(err)
+	}
+	fetch(c, false, y)
+	if got := served(parent, c); got != 2 {
+		t.Errorf("the parent sent c %d blocks in all, want 2 (x, then y with its sibling gone)", got)
+	}
+}
+
+// TestPointedToASiblingThatFails: the asker pointed to a sibling that does
+// not have the block (nor a parent to pull it through) takes it from the
+// parent after all.
+func TestPointedToASiblingThatFails(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	connect(t, a, parent)
+	connect(t, b, parent)
+	x := putRandom(t, parent.store, 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("a: missing %v, %v", missing, err)
+	}
+	if err := a.store.Delete(ctx, x); err != nil {
+		t.Fatal(err)
+	}
+	if missing, err := b.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("b: missing %v, %v", missing, err)
+	}
+	if ok, _ := b.store.Has(ctx, x); !ok {
+		t.Fatal("b does not hold the block")
+	}
+	if got := parent.svc.Served()[b.H.ID()]; got != 1 {
+		t.Errorf("the parent sent b %d blocks, want 1", got)
 	}
 }

@@ -13,10 +13,13 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/node/api"
 )
 
-const blocksProto = "/swdist/blocks/1.0.0"
+// blocksProto is the protocol package blocks travel over, as 'swdist stats
+// bw' names it.
+const blocksProto = string(exchange.Protocol)
 
 type swResult struct {
 	last, first, median time.Duration   // by each client's clock: when it held the verified package
