@@ -133,9 +133,13 @@ func TestLateRelayFetchesFromSibling(t *testing.T) {
 	if got, err := c.nodes["relay-b"].FetchPackage(ctx, p.CID); err != nil || !got.Held {
 		t.Fatalf("relay-b: %+v, %v", got, err)
 	}
+	// What the endgame may still take from the server (it asks with
+	// Force): endgameShare of the package between the two relays, less
+	// than one chunk here.
+	endgame := int(node.EndgameShare * float64(p.Chunks) / 2)
 	fromServer := c.nodes["server"].BlocksServed()[c.id("relay-b")] - before
 	fromSibling := c.nodes["relay-a"].BlocksServed()[c.id("relay-b")]
-	if fromServer != 0 || fromSibling != p.Chunks+1 {
-		t.Errorf("relay-b got %d blocks from the server and %d from relay-a; want all %d from relay-a", fromServer, fromSibling, p.Chunks+1)
+	if fromServer > endgame || fromServer+fromSibling != p.Chunks+1 {
+		t.Errorf("relay-b got %d blocks from the server and %d from relay-a; want all %d from relay-a (%d from the server at most)", fromServer, fromSibling, p.Chunks+1, endgame)
 	}
 }

@@ -1,5 +1,5 @@
 // Package exchange moves blocks between members of the tree over the
-// protocol /swdist/blocks/1.0.0: a node asks a peer for a list of CIDs and
+// protocol /swdist/blocks/1.1.0: a node asks a peer for a list of CIDs and
 // gets each block or "missing" back; every block is checked against its CID
 // before it is stored. A relay that is asked for blocks it does not hold
 // fetches them from its own parent first (pull-through), so that a package
@@ -50,6 +50,15 @@ const (
 	maxWantBytes = MaxWant * 80
 	streams      = 4 // requests in flight to one peer
 	maxAtAddrs   = 8 // addresses given with a sibling pointed to
+	// A sibling pointed to is asked for at most Timeout/holderShare, and
+	// one that failed is not asked again for holderHoldOff: its blocks
+	// come from the parent meanwhile.
+	holderShare   = 4
+	holderHoldOff = time.Minute
+	// pointedWait is how long a node asked for blocks as the sibling its
+	// parent pointed to waits for those it lacks to arrive (they may be
+	// on their way from that parent) before it answers "missing".
+	pointedWait = 2 * time.Second
 	// What a parent remembers of the blocks it sent to a group of
 	// children: for sentFor, and sentMax blocks at most (a root serving
 	// 64 GiB of distinct packages within the hour); past that it sends
@@ -64,6 +73,11 @@ type want struct {
 	// asker got from this node (Protocol only): the asker takes them from
 	// here on purpose, or the sibling failed it.
 	Force bool `cbor:"1,keyasint,omitempty"`
+	// Pointed says the asker's parent pointed it here (Protocol only):
+	// blocks this node lacks are answered "missing" after pointedWait,
+	// not fetched from its own parent (the asker's), which would send them
+	// across its link anyway and then once more across this node's.
+	Pointed bool `cbor:"2,keyasint,omitempty"`
 }
 
 type reply struct {
@@ -124,6 +138,10 @@ type Service struct {
 	fair   *fairShare        // of the uplink, among peers at other sites
 	sent   map[string]sentTo // by CID key: the first of a kin this node sent the block to
 	pruned time.Time         // when sent was last rid of what is past sentFor
+	// pointers counts the blocks this node pointed askers elsewhere for.
+	pointers int
+	// failedHolder: when a sibling this node was pointed to last failed it.
+	failedHolder map[peer.ID]time.Time
 }
 
 // A sentTo is the peer, of kin, that a block went to, and when.
@@ -153,7 +171,7 @@ func New(h host.Host, cfg Config) *Service {
 		cfg.Timeout = 2 * time.Minute
 	}
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
-		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}}
+		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{}}
 }
 
 // Start serves the protocol to verified members.
@@ -177,25 +195,22 @@ func (s *Service) Start() {
 			}
 			ids = append(ids, c)
 		}
-		// Blocks a sibling of the asker got from here: it is pointed there.
-		if str.Protocol() == Protocol && !w.Force {
-			var at map[string]peer.ID
-			ids, at = s.pointElsewhere(pr, ids)
-			for k, h := range at {
-				r := reply{CID: []byte(k), At: []byte(h)}
-				for _, a := range s.h.Peerstore().Addrs(h) {
-					if len(r.AtAddrs) < maxAtAddrs {
-						r.AtAddrs = append(r.AtAddrs, a.Bytes())
-					}
-				}
-				if err := s.write(ctx, str, pr.ID, r, false); err != nil {
+		v11 := str.Protocol() == Protocol
+		// Blocks a sibling of the asker got from here: it is pointed there,
+		// at once (a few bytes each: not in the turn of the blocks).
+		if v11 && !w.Force {
+			var pointed []pointer
+			ids, pointed = s.pointElsewhere(pr, ids)
+			for _, pt := range pointed {
+				if err := wire.Write(str, reply{CID: pt.c.Bytes(), At: []byte(pt.h), AtAddrs: s.addrsOf(pt.h)}); err != nil {
 					_ = str.Reset()
 					return
 				}
 			}
 		}
+		pointedTo := v11 && w.Pointed
 		var absent []cid.Cid
-		if s.cfg.Upstream != nil {
+		if s.cfg.Upstream != nil && !pointedTo {
 			for _, c := range ids {
 				if ok, _ := s.cfg.Store.Has(ctx, c); !ok {
 					absent = append(absent, c)
@@ -217,6 +232,11 @@ func (s *Service) Start() {
 					s.log.Debug("pull blocks through from upstream", "for", pr.ID, "n", len(absent), "err", err)
 				}
 			}()
+		} else if pointedTo {
+			// What is not here within pointedWait is "missing": the asker
+			// takes it from the parent that pointed it here.
+			t := time.AfterFunc(pointedWait, func() { close(upDone) })
+			defer t.Stop()
 		} else {
 			close(upDone)
 		}
@@ -273,10 +293,16 @@ func (s *Service) Start() {
 	s.h.SetStreamHandler(ProtocolV1, serve)
 }
 
-// pointElsewhere splits ids, asked for by pr, into those to send and, by
-// CID key, those to point pr elsewhere for: sent to another connected
-// peer of pr's kin.
-func (s *Service) pointElsewhere(pr member.Peer, ids []cid.Cid) (send []cid.Cid, at map[string]peer.ID) {
+// A pointer is a block asked for, c, and the sibling of the asker to
+// take it from, h.
+type pointer struct {
+	c cid.Cid
+	h peer.ID
+}
+
+// pointElsewhere splits ids, asked for by pr, into those to send and those
+// to point pr elsewhere for: sent to another connected peer of pr's kin.
+func (s *Service) pointElsewhere(pr member.Peer, ids []cid.Cid) (send []cid.Cid, pointed []pointer) {
 	if s.cfg.Kin == nil {
 		return ids, nil
 	}
@@ -284,22 +310,55 @@ func (s *Service) pointElsewhere(pr member.Peer, ids []cid.Cid) (send []cid.Cid,
 	if kin == "" {
 		return ids, nil
 	}
+	holder := make([]peer.ID, len(ids))
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	for _, c := range ids {
-		st, ok := s.sent[c.KeyString()]
-		if ok && st.kin == kin && st.peer != pr.ID && time.Since(st.at) < sentFor {
-			if _, up := s.cfg.Member.Peer(st.peer); up {
-				if at == nil {
-					at = map[string]peer.ID{}
-				}
-				at[c.KeyString()] = st.peer
-				continue
+	for i, c := range ids {
+		if st, ok := s.sent[c.KeyString()]; ok && st.kin == kin && st.peer != pr.ID && time.Since(st.at) < sentFor {
+			holder[i] = st.peer
+		}
+	}
+	s.mu.Unlock()
+	up := map[peer.ID]bool{}
+	for i, c := range ids {
+		h := holder[i]
+		if h != "" {
+			if _, seen := up[h]; !seen {
+				_, up[h] = s.cfg.Member.Peer(h)
 			}
 		}
-		send = append(send, c)
+		if h == "" || !up[h] {
+			send = append(send, c)
+			continue
+		}
+		pointed = append(pointed, pointer{c, h})
 	}
-	return send, at
+	if len(pointed) > 0 {
+		s.mu.Lock()
+		s.pointers += len(pointed)
+		s.mu.Unlock()
+	}
+	return send, pointed
+}
+
+// addrsOf are a few addresses of peer h to give an asker pointed to it:
+// those of this node's connections to it first (where it is reachable
+// from here), then what the peerstore knows.
+func (s *Service) addrsOf(h peer.ID) [][]byte {
+	var out [][]byte
+	seen := map[string]bool{}
+	add := func(a ma.Multiaddr) {
+		if k := string(a.Bytes()); !seen[k] && len(out) < maxAtAddrs {
+			seen[k] = true
+			out = append(out, a.Bytes())
+		}
+	}
+	for _, c := range s.h.Network().ConnsToPeer(h) {
+		add(c.RemoteMultiaddr())
+	}
+	for _, a := range s.h.Peerstore().Addrs(h) {
+		add(a)
+	}
+	return out
 }
 
 // noteSent remembers that block c (its CID's bytes) went to pr, if pr is
@@ -425,7 +484,7 @@ func (s *Service) Served() map[peer.ID]int {
 // this node) are taken from that sibling, and from p after all where the
 // sibling fails.
 func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
-	missing, at, err := s.fetchFrom(ctx, p, cids, false)
+	missing, at, err := s.fetchFrom(ctx, p, cids, false, false)
 	if len(at) == 0 {
 		return missing, err
 	}
@@ -438,30 +497,58 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 	}
 	var again []cid.Cid
 	for h, list := range byHolder {
-		left, _, herr := s.fetchFrom(ctx, h, list, false)
-		if herr != nil {
-			s.log.Debug("blocks from the sibling the parent pointed to: asking the parent after all", "parent", p, "sibling", h, "n", len(left), "err", herr)
+		if !s.holderOK(h) {
+			again = append(again, list...)
+			continue
+		}
+		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout/holderShare)
+		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
+		cancel()
+		if herr != nil || len(left) > 0 {
+			s.mu.Lock()
+			s.failedHolder[h] = time.Now()
+			s.mu.Unlock()
+			s.log.Debug("the sibling the parent pointed to failed: its blocks come from the parent after all", "parent", p, "sibling", h, "n", len(left), "err", herr)
 		}
 		again = append(again, left...)
 	}
 	if len(again) == 0 {
 		return missing, err
 	}
-	left, _, ferr := s.fetchFrom(ctx, p, again, true)
+	left, _, ferr := s.fetchFrom(ctx, p, again, true, false)
 	return append(missing, left...), errors.Join(err, ferr)
+}
+
+// holderOK says whether sibling h may be asked for blocks its parent
+// pointed to it for: not one that sent a bad block, nor, for
+// holderHoldOff, one that failed a request.
+func (s *Service) holderOK(h peer.ID) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.bad[h] > 0 {
+		return false
+	}
+	if t, ok := s.failedHolder[h]; ok {
+		if time.Since(t) < holderHoldOff {
+			return false
+		}
+		delete(s.failedHolder, h)
+	}
+	return true
 }
 
 // FetchForce is Fetch without being pointed elsewhere: for blocks this
 // node takes from p on purpose rather than from the peer that has them.
 func (s *Service) FetchForce(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.Cid, error) {
-	missing, _, err := s.fetchFrom(ctx, p, cids, true)
+	missing, _, err := s.fetchFrom(ctx, p, cids, true, false)
 	return missing, err
 }
 
-// fetchFrom gets cids from p, several requests at a time: it returns the
-// CIDs p did not deliver, and among them those p pointed elsewhere for, by
-// CID key, with the peer it pointed to.
-func (s *Service) fetchFrom(ctx context.Context, p peer.ID, cids []cid.Cid, force bool) ([]cid.Cid, map[string]peer.ID, error) {
+// fetchFrom gets cids from p, several requests at a time (want.Force and
+// want.Pointed as force and pointed say): it returns the CIDs p did not
+// deliver, and among them those p pointed elsewhere for, by CID key, with
+// the peer it pointed to.
+func (s *Service) fetchFrom(ctx context.Context, p peer.ID, cids []cid.Cid, force, pointed bool) ([]cid.Cid, map[string]peer.ID, error) {
 	var (
 		mu      sync.Mutex
 		missing []cid.Cid
@@ -481,7 +568,7 @@ func (s *Service) fetchFrom(ctx context.Context, p peer.ID, cids []cid.Cid, forc
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			got, there, err := s.fetchGroup(ctx, p, group, force)
+			got, there, err := s.fetchGroup(ctx, p, group, force, pointed)
 			mu.Lock()
 			defer mu.Unlock()
 			for _, c := range group {
@@ -504,7 +591,7 @@ func (s *Service) fetchFrom(ctx context.Context, p peer.ID, cids []cid.Cid, forc
 	return missing, at, errors.Join(errs...)
 }
 
-func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, force bool) (got map[string]bool, at map[string]peer.ID, err error) {
+func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, force, pointed bool) (got map[string]bool, at map[string]peer.ID, err error) {
 	got = map[string]bool{}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
@@ -529,7 +616,8 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	if dl, ok := ctx.Deadline(); ok {
 		_ = str.SetDeadline(dl)
 	}
-	w := want{CIDs: make([][]byte, len(group)), Force: force && str.Protocol() == Protocol}
+	v11 := str.Protocol() == Protocol
+	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
 	wanted := map[string]bool{}
 	for i, c := range group {
 		w.CIDs[i] = c.Bytes()

@@ -321,6 +321,11 @@ func TestPointedToASibling(t *testing.T) {
 		}
 	}
 	served := func(from, to *node) int { return from.svc.Served()[to.H.ID()] }
+	pointers := func() int {
+		parent.svc.mu.Lock()
+		defer parent.svc.mu.Unlock()
+		return parent.svc.pointers
+	}
 
 	fetch(a, false, x)
 	// b has not met a: the parent gives a's addresses with the pointer.
@@ -330,6 +335,9 @@ func TestPointedToASibling(t *testing.T) {
 	}
 	if got := served(a, b); got != 1 {
 		t.Errorf("a sent b %d blocks, want 1 (x)", got)
+	}
+	if got := pointers(); got != 1 {
+		t.Errorf("the parent pointed askers elsewhere for %d blocks, want 1", got)
 	}
 	// Asked with Force, the parent sends it itself.
 	fetch(c, true, x)
@@ -352,23 +360,29 @@ func TestPointedToASibling(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	}
-	if err := c.store.Delete(ctx, y); err != nil {
-		t.Fatal(err)
-	}
 	fetch(c, false, y)
 	if got := served(parent, c); got != 2 {
 		t.Errorf("the parent sent c %d blocks in all, want 2 (x, then y with its sibling gone)", got)
 	}
+	if got := pointers(); got != 1 {
+		t.Errorf("the parent pointed askers elsewhere for %d blocks in all, want 1 (none to a sibling gone)", got)
+	}
 }
 
-// TestPointedToASiblingThatFails: the asker pointed to a sibling that does
-// not have the block (nor a parent to pull it through) takes it from the
-// parent after all.
+// TestPointedToASiblingThatFails: a sibling pointed to that lacks the
+// block answers "missing" after a short wait, without fetching it from its
+// own parent (which would send it across its link anyway), and the asker
+// takes it from the parent after all; that sibling is then left alone for
+// a while.
 func TestPointedToASiblingThatFails(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
 	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
-	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	var pulled atomic.Int32
+	a := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "a"), Config{Upstream: func(context.Context, member.Peer, []cid.Cid) error {
+		pulled.Add(1)
+		return nil
+	}})
 	b := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
 	connect(t, a, parent)
 	connect(t, b, parent)
@@ -389,5 +403,14 @@ func TestPointedToASiblingThatFails(t *testing.T) {
 	}
 	if got := parent.svc.Served()[b.H.ID()]; got != 1 {
 		t.Errorf("the parent sent b %d blocks, want 1", got)
+	}
+	if b.H.Network().Connectedness(a.H.ID()) != network.Connected {
+		t.Error("b never reached a, the sibling it was pointed to")
+	}
+	if n := pulled.Load(); n != 0 {
+		t.Errorf("a, asked as the sibling pointed to, fetched from its parent %d times, want none", n)
+	}
+	if b.svc.holderOK(a.H.ID()) {
+		t.Error("a, which failed b, may be asked again at once; want it left alone for a while")
 	}
 }
