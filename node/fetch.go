@@ -128,7 +128,7 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 		return nil
 	}
 	if from.Cert.Parent != n.host.ID() {
-		return n.pullThrough(ctx, cids, false, false, false)
+		return n.pullThrough(ctx, cids, pull{})
 	}
 	// This node's own fetch of the package may be about to learn its peers:
 	// wait for that, so that a child's first requests go where this node's
@@ -157,32 +157,40 @@ func (n *Node) serveUpstream(ctx context.Context, from member.Peer, cids []cid.C
 	if len(viaParent) == 0 {
 		return nil
 	}
-	return n.pullThrough(ctx, viaParent, true, false, false)
+	return n.pullThrough(ctx, viaParent, pull{forChild: true})
+}
+
+// A pull says whom a pull-through is for and how it asks.
+type pull struct {
+	// forChild: the asker is a child of this node, which may wait for any
+	// fetch (see claimBlocks).
+	forChild bool
+	// own: this node's own fetch, which waits for a request slot after
+	// those for others (see upSlots).
+	own bool
+	// force: the blocks are taken from the parent even where it would
+	// point to a sibling that has them (exchange.FetchForce).
+	force bool
 }
 
 // pullThrough fetches from the parent the blocks of cids not being fetched
 // already, and waits for those that are: each block is asked for once
-// however many ask for it at the same time. forChild says the asker is a
-// child of this node, which may wait for any fetch (see claimBlocks); own
-// says it is this node's own fetch, which waits for a request slot after
-// those for others (see upSlots); force, that the blocks are taken from
-// the parent even where it would point to a sibling that has them
-// (exchange.FetchForce).
-func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own, force bool) error {
+// however many ask for it at the same time.
+func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, how pull) error {
 	// A few requests at a time: a relay's own fetch, its children's and its
 	// siblings' all go up this link, and fewer blocks in flight each come
 	// sooner, to be passed on while the rest arrive. The slot is taken
 	// before the blocks are claimed, so that a claim is always a fetch
 	// under way, never one waiting behind others.
-	if err := n.upstream.acquire(ctx, !own); err != nil {
+	if err := n.upstream.acquire(ctx, !how.own); err != nil {
 		return err
 	}
-	mine, theirs := n.claimBlocks(cids, true, forChild)
+	mine, theirs := n.claimBlocks(cids, true, how.forChild)
 	// Blocks fetched since the caller looked are not fetched again.
 	need, err := n.absent(ctx, mine)
 	var missing []cid.Cid
 	if err == nil && len(need) > 0 {
-		missing, err = n.fromUpstream(ctx, need, force)
+		missing, err = n.fromUpstream(ctx, need, how.force)
 	}
 	n.releaseBlocks(mine)
 	n.upstream.release()
@@ -194,7 +202,7 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, forChild, own, f
 		// went away): what it did not bring is fetched from upstream now.
 		if left, aerr := n.absent(ctx, cids); aerr == nil && len(left) > 0 {
 			// Its own slot, taken before the claim as above.
-			if err = n.upstream.acquire(ctx, !own); err == nil {
+			if err = n.upstream.acquire(ctx, !how.own); err == nil {
 				again, _ := n.claimBlocks(left, true, false)
 				if len(again) > 0 {
 					var m2 []cid.Cid
@@ -315,7 +323,7 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 		if n.parent == "" {
 			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
 		}
-		if err := n.pullThrough(ctx, []cid.Cid{root}, false, false, false); err != nil {
+		if err := n.pullThrough(ctx, []cid.Cid{root}, pull{}); err != nil {
 			return pkg.Root{}, fmt.Errorf("fetch package %s: %w", root, err)
 		}
 	}
@@ -782,7 +790,7 @@ func (n *Node) nextGroup(queue *[]cid.Cid, source func(cid.Cid) peer.ID, infligh
 // pullThrough) or from a peer.
 func (n *Node) fetchGroup(ctx context.Context, from peer.ID, group []cid.Cid, force bool) error {
 	if from == "" {
-		return n.pullThrough(ctx, group, true, true, force)
+		return n.pullThrough(ctx, group, pull{forChild: true, own: true, force: force})
 	}
 	mine, theirs := n.claimBlocks(group, false, true)
 	defer n.releaseBlocks(mine)
