@@ -41,6 +41,7 @@ type options struct {
 	sizeMiB        float64
 	jobType        string
 	notBefore      time.Duration
+	lateRelay      time.Duration
 	timeout        time.Duration
 	quick, resume  bool
 	noHTTP         bool
@@ -62,6 +63,7 @@ func parse(args []string) (options, error) {
 	fs.Float64Var(&o.sizeMiB, "size", 64, "package size, MiB of incompressible bytes")
 	fs.StringVar(&o.jobType, "type", "transfer", "job type: transfer (fetch and keep) or install (also unpack)")
 	fs.DurationVar(&o.notBefore, "not-before", 0, "clients start this long after the job is created (relays prefetch at once): shows the relays' own exchange")
+	fs.DurationVar(&o.lateRelay, "late-relay", 0, "the last site's relay is stopped (SIGSTOP) just before the job is created and continued this long after: a relay late to the job")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long, cleaning up")
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"syscall"
 	"text/tabwriter"
 	"time"
@@ -141,6 +142,15 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	}
 	r.relayHeld = make([]time.Duration, len(c.relays))
 	fmt.Printf("Job: %s wanbench@1 to role=client (%d clients)...\n", o.jobType, len(c.allClients()))
+	if o.lateRelay > 0 {
+		late := c.relays[len(c.relays)-1]
+		cont, err := stopFor(late, o.lateRelay)
+		if err != nil {
+			return r, err
+		}
+		defer cont()
+		fmt.Printf("  %s stopped (SIGSTOP) before the job; continued %s after it\n", late.name, o.lateRelay)
+	}
 	t0 := time.Now()
 	r.jobStart = t0
 	id, err := createJob(ctx, o, c, key, "role=client")
@@ -152,16 +162,33 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	lastCPU := readCPU()
 	queued := make([]uint64, len(t.gws)) // sum of the samples of each site's shaper queue
 	samples := 0
-	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
-		// A relay's record of the package says when to the second only:
-		// each is asked until it holds it.
-		for i, rl := range c.relays {
-			if r.relayHeld[i] == 0 {
-				if pk, err := rl.api.FindPackage(ctx, p.CID); err == nil && pk.Held {
+	// Each relay is asked, apart from the job's status (the server's
+	// answer waits for its relays' subtrees: a stopped one holds it up to
+	// its tree timeout), until it holds the package: its record of the
+	// package says when to the second only.
+	pctx, stopPolling := context.WithCancel(ctx)
+	defer stopPolling()
+	var polls sync.WaitGroup
+	for i, rl := range c.relays {
+		polls.Add(1)
+		go func() { // owns r.relayHeld[i] until polls.Wait
+			defer polls.Done()
+			for pctx.Err() == nil {
+				actx, cancel := context.WithTimeout(pctx, time.Second)
+				pk, err := rl.api.FindPackage(actx, p.CID)
+				cancel()
+				if err == nil && pk.Held {
 					r.relayHeld[i] = time.Since(t0)
+					return
+				}
+				select {
+				case <-pctx.Done():
+				case <-time.After(100 * time.Millisecond):
 				}
 			}
-		}
+		}()
+	}
+	doneAt, st, err := watch(ctx, c, id, t0, func(st api.JobStatus, el time.Duration) error {
 		if time.Since(lastAt) >= time.Second {
 			// What the uplinks carry: where the run is bound.
 			if now, err := t.readUplinks(ctx); err == nil {
@@ -182,6 +209,15 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 		}
 		return nil
 	})
+	// A relay's record may land just after the job is done.
+	polled := make(chan struct{})
+	go func() { polls.Wait(); close(polled) }()
+	select {
+	case <-polled:
+	case <-time.After(3 * time.Second):
+	}
+	stopPolling()
+	polls.Wait()
 	if err != nil {
 		return r, err
 	}
@@ -624,4 +660,18 @@ func (n *node) cpuSeconds() float64 {
 		return 0
 	}
 	return cpuOf(fmt.Sprint(n.cmd.Process.Pid))
+}
+
+// stopFor stops node n's process (SIGSTOP) and has it continued (SIGCONT)
+// after d; cont continues it at once if it is still stopped (at the end
+// of the run, whatever happens).
+func stopFor(n *node, d time.Duration) (cont func(), err error) {
+	p := n.cmd.Process
+	if err := p.Signal(syscall.SIGSTOP); err != nil {
+		return nil, fmt.Errorf("stop %s: %w", n.name, err)
+	}
+	var once sync.Once
+	resume := func() { once.Do(func() { _ = p.Signal(syscall.SIGCONT) }) }
+	t := time.AfterFunc(d, resume)
+	return func() { t.Stop(); resume() }, nil
 }
