@@ -507,14 +507,14 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	take := func(fraction float64) {
 		left, up := endgameQueue(queue, queuedFrom, upAsked, sizeOf)
 		limit := endgameLimit(total, len(peers)+1, fraction, spent, upBytes+up)
+		if limit <= spent {
+			return
+		}
 		// The others' words are capped at the package's size: a peer's
 		// uplink has no more of it than that for each of them to send.
 		due := toCome()
 		for _, p := range peers {
 			due[p] += min(othersWait[p], total*uint64(len(peers)))
-		}
-		if limit <= spent {
-			return
 		}
 		taken := endgamePick(peers, left, due, sizeOf, limit-spent)
 		for _, k := range taken {

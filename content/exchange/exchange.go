@@ -151,6 +151,11 @@ type sentTo struct {
 	at   time.Time
 }
 
+// counts says whether st still names a holder of the block for kin.
+func (st sentTo) counts(kin string, now time.Time) bool {
+	return st.kin == kin && now.Sub(st.at) < sentFor
+}
+
 // A turn lets one of the streams that serve a peer write a block at a
 // time, in the order they came to it (a channel's waiting senders are let
 // through first come, first served). Written all at once, a peer's
@@ -311,9 +316,10 @@ func (s *Service) pointElsewhere(pr member.Peer, ids []cid.Cid) (send []cid.Cid,
 		return ids, nil
 	}
 	holder := make([]peer.ID, len(ids))
+	now := time.Now()
 	s.mu.Lock()
 	for i, c := range ids {
-		if st, ok := s.sent[c.KeyString()]; ok && st.kin == kin && st.peer != pr.ID && time.Since(st.at) < sentFor {
+		if st, ok := s.sent[c.KeyString()]; ok && st.counts(kin, now) && st.peer != pr.ID {
 			holder[i] = st.peer
 		}
 	}
@@ -379,7 +385,7 @@ func (s *Service) noteSent(pr member.Peer, c []byte) {
 		maps.DeleteFunc(s.sent, func(_ string, st sentTo) bool { return now.Sub(st.at) >= sentFor })
 	}
 	k := string(c)
-	if st, ok := s.sent[k]; ok && st.kin == kin && now.Sub(st.at) < sentFor {
+	if st, ok := s.sent[k]; ok && st.counts(kin, now) {
 		return
 	}
 	if len(s.sent) < sentMax {
@@ -412,7 +418,7 @@ func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r re
 	if err != nil {
 		return err
 	}
-	if !r.Missing && r.At == nil {
+	if !r.Missing {
 		s.mu.Lock()
 		s.served[p]++
 		s.mu.Unlock()
@@ -647,7 +653,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 		if r.At != nil {
 			// Pointed to a sibling: taken from there if it is another
 			// peer, else as missing.
-			if h, err := peer.IDFromBytes(r.At); err == nil && h != p && h != s.h.ID() && str.Protocol() == Protocol {
+			if h, err := peer.IDFromBytes(r.At); err == nil && h != p && h != s.h.ID() && v11 {
 				if at == nil {
 					at = map[string]peer.ID{}
 				}
