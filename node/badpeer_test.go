@@ -2,6 +2,7 @@ package node_test
 
 import (
 	"context"
+	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -11,6 +12,8 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/hierarchy/cert"
@@ -109,5 +112,51 @@ func TestBadSitePeers(t *testing.T) {
 	}
 	if n := c.nodes["relay-a"].BlocksServed()[c.id("a2")]; n < p.Chunks/2 {
 		t.Errorf("relay-a served a2 %d of %d blocks; want the bad peers' shares from it", n, p.Chunks)
+	}
+}
+
+// TestStoppedSitePeer: one of a client's site peers stops answering
+// anything at all, as a process that was stopped or a machine that froze
+// (here its blocks and ping handlers never answer, as a stopped process
+// cannot be had in this one; its connection lives on). The request
+// timeout is the default 2 minutes, yet the client gets the whole package
+// within one: the peer, which owes it blocks and sends nothing, is pinged,
+// given up when the ping goes unanswered, and its share comes from the
+// relay and the other peer.
+func TestStoppedSitePeer(t *testing.T) {
+	c := newCluster(t)
+	c.peerQuiet = 300 * time.Millisecond
+	c.root("server", cert.RoleServer, 0)
+	c.join("relay-a", "server", cert.RoleRelay, "a")
+	for _, name := range []string{"a1", "a2", "a3"} {
+		c.join(name, "relay-a", cert.RoleClient, "a")
+	}
+	for _, name := range []string{"relay-a", "a1", "a2", "a3"} {
+		eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
+	}
+	ctx := context.Background()
+	p := randomPackage(t, c, "server", 8<<20, 22)
+	// a1 and a3 fetch it first: the relay names them as a2's peers.
+	for _, name := range []string{"a1", "a3"} {
+		if _, err := c.nodes[name].FetchPackage(ctx, p.CID); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+	}
+	stopped := func(s network.Stream) { _, _ = io.Copy(io.Discard, s) } // until the asker gives up
+	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
+		c.nodes["a3"].Host().SetStreamHandler(proto, stopped)
+	}
+
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := c.nodes["a2"].FetchPackage(fctx, p.CID)
+	if err != nil || !got.Held {
+		t.Fatalf("a2 with a stopped peer (the request timeout is 2 minutes): %+v, %v", got, err)
+	}
+	if n := c.nodes["a3"].BlocksServed()[c.id("a2")]; n != 0 {
+		t.Errorf("a3, stopped, served a2 %d blocks", n)
+	}
+	if relay, a1 := c.nodes["relay-a"].BlocksServed()[c.id("a2")], c.nodes["a1"].BlocksServed()[c.id("a2")]; relay+a1 < p.Chunks {
+		t.Errorf("relay-a and a1 served a2 %d and %d blocks, of %d", relay, a1, p.Chunks)
 	}
 }

@@ -548,11 +548,30 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 	}
 
+	// drop gives peer p up for the rest of this fetch: its blocks go to
+	// the others, or to upstream, by rendezvous.
+	drop := func(p peer.ID) {
+		dropped[p] = true
+		peers = slices.DeleteFunc(peers, func(q peer.ID) bool { return q == p })
+		for _, c := range queue {
+			if owner[c.KeyString()] == p {
+				owner[c.KeyString()] = n.ownerOf(c, peers, nil)
+			}
+		}
+		n.setRoute(owner)
+	}
+
 	results := make(chan fetched, maxGroups)
 	inflight := map[peer.ID]int{}
 	failed := map[peer.ID]time.Time{}  // when a peer first failed a request
 	holdOff := map[peer.ID]time.Time{} // a peer that failed is asked again after this
 	running := 0
+	quiet := newQuietPeers(n.opts.PeerQuiet, n.bytesFrom)
+	type probe struct {
+		p   peer.ID
+		err error
+	}
+	probes := make(chan probe)
 	for len(queue) > 0 || running > 0 {
 		if len(queue) > 0 && time.Since(asked) > peersEvery {
 			refresh()
@@ -579,9 +598,30 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			force := from == "" && slices.ContainsFunc(group, func(c cid.Cid) bool { return upstreamOnly[c.KeyString()] })
 			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group, force)} }()
 		}
+		for _, p := range quiet.due(inflight, time.Now()) {
+			go func() {
+				err := n.ping(ctx, p, 2*n.opts.PeerQuiet)
+				select {
+				case probes <- probe{p, err}:
+				case <-ctx.Done():
+				}
+			}()
+		}
 		var r fetched
 		select {
 		case r = <-results:
+		case pr := <-probes:
+			if quiet.probed(pr.p, pr.err == nil, time.Now()) && !dropped[pr.p] {
+				// Closing the connection ends the requests it holds now;
+				// their blocks come back as a dropped peer's. The parent
+				// no longer points this node to it either.
+				n.log.Warn("peer sent nothing for a while and does not answer a ping; fetching its share elsewhere",
+					"peer", pr.p, "quiet", 3*n.opts.PeerQuiet, "err", pr.err)
+				drop(pr.p)
+				n.exchange.HoldOff(pr.p)
+				_ = n.host.Network().ClosePeer(pr.p)
+			}
+			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(peersEvery):
@@ -589,6 +629,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 		running--
 		inflight[r.from]--
+		quiet.answered(r.from, time.Now())
 		for _, c := range r.group {
 			delete(asking, c)
 		}
@@ -623,6 +664,9 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 				return ctx.Err()
 			case <-time.After(upstreamRetryWait):
 			}
+		} else if r.err != nil && dropped[r.from] {
+			// Given up on while this request was out (it stopped
+			// answering): its blocks come from upstream, as below.
 		} else if r.err != nil && n.retryPeer(r.from, r.err, failed) {
 			// A request that failed at once (a dial that failed while two
 			// peers dialled each other both ways) is asked again shortly:
@@ -633,14 +677,7 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			retry = true
 		} else if r.err != nil {
 			n.log.Warn("peer failed to serve blocks; fetching its share elsewhere", "peer", r.from, "err", r.err)
-			dropped[r.from] = true
-			peers = slices.DeleteFunc(peers, func(p peer.ID) bool { return p == r.from })
-			for _, c := range queue {
-				if owner[c.KeyString()] == r.from {
-					owner[c.KeyString()] = n.ownerOf(c, peers, nil)
-				}
-			}
-			n.setRoute(owner)
+			drop(r.from)
 		} else if len(left) > 0 {
 			// Said, as it costs the parent's link what the peer would
 			// have carried.

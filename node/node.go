@@ -56,6 +56,10 @@ type Options struct {
 	// BlockTimeout bounds one request for blocks (0: 2 minutes; tests of
 	// stalling peers shorten it).
 	BlockTimeout time.Duration
+	// PeerQuiet is how long a peer that owes this node blocks may send it
+	// nothing before it is pinged, and half of how long it then has to
+	// answer before it is given up (0: 5 seconds; tests shorten it).
+	PeerQuiet time.Duration
 }
 
 // Node is a running swdist node.
@@ -141,6 +145,9 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
+	}
+	if opts.PeerQuiet == 0 {
+		opts.PeerQuiet = 5 * time.Second
 	}
 	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]*claim{},
 		wanted: map[string]int{}, route: map[string]peer.ID{}, routings: map[*routing]bool{}, upstream: newUpSlots(upstreamMax)}

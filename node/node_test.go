@@ -34,6 +34,9 @@ type cluster struct {
 	tweak func(*config.Config)
 	// blockTimeout, if set, bounds each request for blocks.
 	blockTimeout time.Duration
+	// peerQuiet, if set, is how long a peer owing blocks may send nothing
+	// before it is pinged.
+	peerQuiet time.Duration
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -70,7 +73,7 @@ func (c *cluster) start(name string) *node.Node {
 			c.t.Fatal(err)
 		}
 	}
-	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name), BlockTimeout: c.blockTimeout})
+	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name), BlockTimeout: c.blockTimeout, PeerQuiet: c.peerQuiet})
 	if err != nil {
 		c.t.Fatalf("open %s: %v", name, err)
 	}

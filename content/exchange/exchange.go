@@ -511,9 +511,7 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
 		cancel()
 		if herr != nil || len(left) > 0 {
-			s.mu.Lock()
-			s.failedHolder[h] = time.Now()
-			s.mu.Unlock()
+			s.HoldOff(h)
 			s.log.Debug("the sibling the parent pointed to failed: its blocks come from the parent after all", "parent", p, "sibling", h, "n", len(left), "err", herr)
 		}
 		again = append(again, left...)
@@ -541,6 +539,15 @@ func (s *Service) holderOK(h peer.ID) bool {
 		delete(s.failedHolder, h)
 	}
 	return true
+}
+
+// HoldOff keeps Fetch from following its parent's pointers to sibling h
+// for holderHoldOff: h failed a request, or its caller gave up on it (it
+// stopped answering); those blocks come from the parent instead.
+func (s *Service) HoldOff(h peer.ID) {
+	s.mu.Lock()
+	s.failedHolder[h] = time.Now()
+	s.mu.Unlock()
 }
 
 // FetchForce is Fetch without being pointed elsewhere: for blocks this
