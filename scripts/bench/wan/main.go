@@ -42,6 +42,7 @@ type options struct {
 	jobType        string
 	notBefore      time.Duration
 	lateRelay      time.Duration
+	stallRelay     time.Duration
 	timeout        time.Duration
 	quick, resume  bool
 	noHTTP         bool
@@ -64,6 +65,7 @@ func parse(args []string) (options, error) {
 	fs.StringVar(&o.jobType, "type", "transfer", "job type: transfer (fetch and keep) or install (also unpack)")
 	fs.DurationVar(&o.notBefore, "not-before", 0, "clients start this long after the job is created (relays prefetch at once): shows the relays' own exchange")
 	fs.DurationVar(&o.lateRelay, "late-relay", 0, "the last site's relay is stopped (SIGSTOP) just before the job is created and continued this long after: a relay late to the job")
+	fs.DurationVar(&o.stallRelay, "stall-relay", 0, fmt.Sprintf("the last site's relay is stopped (SIGSTOP) %s after the job is created, as its siblings count on it for its share, and continued this long after: a relay that stalls", stallAfter))
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long, cleaning up")
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")
@@ -100,6 +102,8 @@ func parse(args []string) (options, error) {
 		return o, errors.New("-server-up and -site-up must be positive, -lan and -site-down at least 0")
 	case o.sizeMiB <= 0:
 		return o, errors.New("-size must be positive")
+	case o.lateRelay < 0 || o.stallRelay < 0 || (o.lateRelay > 0 && o.stallRelay > 0):
+		return o, errors.New("-late-relay and -stall-relay cannot be negative, and only one of them may be set")
 	case o.transport != "both" && o.transport != "tcp" && o.transport != "quic":
 		return o, errors.New("-transport must be both, tcp or quic")
 	case o.jobType != "transfer" && o.jobType != "install":

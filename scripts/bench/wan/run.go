@@ -158,6 +158,31 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 		return r, err
 	}
 	fmt.Printf("  %5.2f s  job %s signed and accepted by the server ('swdist job create')\n", time.Since(t0).Seconds(), id)
+	if o.stallRelay > 0 {
+		stalled := c.relays[len(c.relays)-1]
+		var (
+			mu   sync.Mutex
+			cont func()
+		)
+		stop := time.AfterFunc(time.Until(t0.Add(stallAfter)), func() {
+			mu.Lock()
+			defer mu.Unlock()
+			var err error
+			if cont, err = stopFor(stalled, o.stallRelay); err != nil {
+				fmt.Println("  ", err)
+				return
+			}
+			fmt.Printf("  %5.2f s  %s stopped (SIGSTOP); continued %s after\n", time.Since(t0).Seconds(), stalled.name, o.stallRelay)
+		})
+		defer func() {
+			stop.Stop()
+			mu.Lock()
+			defer mu.Unlock()
+			if cont != nil {
+				cont()
+			}
+		}()
+	}
 	last, lastAt := before, t0
 	lastCPU := readCPU()
 	queued := make([]uint64, len(t.gws)) // sum of the samples of each site's shaper queue
@@ -665,6 +690,10 @@ func (n *node) cpuSeconds() float64 {
 // stopFor stops node n's process (SIGSTOP) and has it continued (SIGCONT)
 // after d; cont continues it at once if it is still stopped (at the end
 // of the run, whatever happens).
+// stallAfter is when, after the job is created, -stall-relay stops the
+// relay: it is fetching by then, and its siblings wait for its share.
+const stallAfter = 2 * time.Second
+
 func stopFor(n *node, d time.Duration) (cont func(), err error) {
 	p := n.cmd.Process
 	if err := p.Signal(syscall.SIGSTOP); err != nil {
