@@ -4,8 +4,12 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 
+	"github.com/libp2p/go-libp2p/core/network"
+
+	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/node/api"
 )
 
@@ -194,5 +198,50 @@ func TestStatusWithRelayOffline(t *testing.T) {
 	st = statusAt(t, c, "server", sent.ID, "b1 succeeds", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 1 })
 	if st.Expected != 3 || st.Done {
 		t.Errorf("a job sent while relay-a is down: %+v; want 3 expected, a1 and a2 not done", st)
+	}
+}
+
+// TestStatusWithRelayStalled: a relay that stays connected but stops
+// answering (its tree handler here reads nothing and never answers, as a
+// stopped process would) does not hold up the server's job status or
+// tree for the tree's 10 s timeout: the server shows that relay's subtree
+// as it last answered, marked stale, while its one question to the relay
+// goes on: the second view, 2 s after the first, waits for the same
+// question rather than ask again (a view that waited for the question to
+// end would leave the next to ask anew).
+func TestStatusWithRelayStalled(t *testing.T) {
+	c := standard(t)
+	ctx := context.Background()
+	key, adm := certifyAdmin(t, c, "server")
+	job, err := c.nodes["server"].SubmitJob(ctx, api.JobSubmit{Manifest: signCommand(t, key, adm, 1, "true", "role=client")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	statusAt(t, c, "server", job.ID, "3 clients succeed", func(s api.JobStatus) bool { return s.Counts["succeeded"] == 3 })
+
+	var asked atomic.Int32
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.nodes["relay-a"].Host().SetStreamHandler(tree.Protocol, func(s network.Stream) {
+		asked.Add(1)
+		<-release
+		_ = s.Reset()
+	})
+	st, err := c.nodes["server"].JobStatus(ctx, job.ID, false)
+	if err != nil || st.Expected != 3 || st.Counts["succeeded"] != 3 {
+		t.Errorf("with relay-a stalled, the finished job: %+v, %v; want 3 of 3 succeeded", st, err)
+	}
+	top, err := c.nodes["server"].Tree(ctx, -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra, ok := find(top, c.id("relay-a")); !ok || !ra.Stale || len(ra.Children) != 2 || !strings.Contains(ra.Error, "no answer within") {
+		t.Errorf("stalled relay-a in the server's tree: stale %v, %d children, error %q; want stale, its 2 children as last seen", ra.Stale, len(ra.Children), ra.Error)
+	}
+	if rb, _ := find(top, c.id("relay-b")); rb.Stale || len(rb.Children) != 1 {
+		t.Errorf("relay-b in the server's tree: stale %v, %d children; want fresh, 1", rb.Stale, len(rb.Children))
+	}
+	if a := asked.Load(); a != 1 {
+		t.Errorf("relay-a was asked %d times while stalled; want once, the second view waiting for the first's question", a)
 	}
 }

@@ -151,7 +151,11 @@ func printTree(w io.Writer, t tree.Node, wide bool, job map[string]string) {
 		}
 		fmt.Fprintln(tw, line)
 		if n.Error != "" {
-			fmt.Fprintf(tw, "%s  (subtree not shown: %s)\t\t\t\t\t\t\n", prefix+childPrefix(branch), n.Error)
+			what := "subtree not shown"
+			if n.Stale {
+				what = "subtree as it last answered, every node offline"
+			}
+			fmt.Fprintf(tw, "%s  (%s: %s)\t\t\t\t\t\t\n", prefix+childPrefix(branch), what, n.Error)
 		}
 		for i, c := range n.Children {
 			b := "├─ "

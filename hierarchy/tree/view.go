@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strconv"
 	"sync"
 	"time"
 
@@ -12,6 +13,7 @@ import (
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
 	"github.com/libp2p/go-libp2p/core/protocol"
+	"golang.org/x/sync/singleflight"
 
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
@@ -35,10 +37,12 @@ type Node struct {
 	LastSeen      time.Time `json:"last_seen"`
 	ChildrenCount int       `json:"children_count"`
 	Children      []Node    `json:"children"`
-	// Error says why a relay's subtree is missing from the view.
+	// Error says why a relay did not answer for its subtree now: the
+	// subtree is missing from the view, or shown as last seen (Stale).
 	Error string `json:"error,omitempty"`
-	// Stale: the relay did not answer now (offline, or an error), and its
-	// subtree is shown as it answered last, every node below it offline.
+	// Stale: the relay did not answer now (offline, an error, or not
+	// within the viewer's Fresh), and its subtree is shown as it answered
+	// last, every node below it offline.
 	Stale bool `json:"stale,omitempty"`
 }
 
@@ -112,7 +116,13 @@ type ViewConfig struct {
 	Self func() cert.Cert
 	// Timeout bounds the question to each child relay.
 	Timeout time.Duration
-	Logger  *slog.Logger
+	// Fresh is how long a view waits for a child relay whose subtree it
+	// has seen before (default 2 s; half that in the answer to a parent,
+	// which waits Fresh for it); one that is slower, or stalled
+	// (connected, yet not answering), is shown as it answered last, and
+	// the question goes on within Timeout for the next view.
+	Fresh  time.Duration
+	Logger *slog.Logger
 }
 
 // Viewer builds tree views of this node's subtree and answers its parent's
@@ -124,12 +134,16 @@ type Viewer struct {
 
 	mu   sync.Mutex
 	last map[peer.ID]Node // each child relay's whole subtree, as it last answered
+	asks singleflight.Group
 }
 
 // NewViewer makes a Viewer; Start registers its protocol.
 func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 10 * time.Second
+	}
+	if cfg.Fresh == 0 {
+		cfg.Fresh = 2 * time.Second
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -149,7 +163,7 @@ func (v *Viewer) Start() {
 		_ = wire.Serve(s, 1024, func(req viewReq) (viewResp, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout)
 			defer cancel()
-			return viewResp{Nodes: flatten(v.View(ctx, req.Depth))}, nil
+			return viewResp{Nodes: flatten(v.view(ctx, req.Depth, v.cfg.Fresh/2))}, nil
 		})
 	}))
 }
@@ -160,7 +174,10 @@ func (v *Viewer) Close() { v.h.RemoveStreamHandler(Protocol) }
 // View returns this node's subtree down to depth levels below it (negative:
 // all). Child relays that are online are asked for their own subtrees in
 // parallel; one that does not answer is shown with an error.
-func (v *Viewer) View(ctx context.Context, depth int) Node {
+func (v *Viewer) View(ctx context.Context, depth int) Node { return v.view(ctx, depth, v.cfg.Fresh) }
+
+// view is View waiting fresh for a child relay seen before (askFresh).
+func (v *Viewer) view(ctx context.Context, depth int, fresh time.Duration) Node {
 	self := v.cfg.Self()
 	top := Node{PeerID: self.PeerID.String(), Role: string(self.Role), Site: self.Site, Groups: self.Groups,
 		Addrs: addrStrings(v.h.Addrs()), Online: true, LastSeen: time.Now().UTC().Truncate(time.Second), Children: []Node{}}
@@ -210,18 +227,13 @@ func (v *Viewer) View(ctx context.Context, depth int) Node {
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			sub, err := v.ask(ctx, p, depth-1)
+			sub, err := v.askFresh(ctx, p, depth-1, fresh)
 			if err != nil {
 				child.Error = err.Error()
 				v.lastSeen(child, p, depth-1)
 				return
 			}
 			sub.Online, sub.LastSeen = true, top.LastSeen
-			if depth < 0 {
-				v.mu.Lock()
-				v.last[p] = sub
-				v.mu.Unlock()
-			}
 			*child = sub
 		}()
 	}
@@ -254,6 +266,47 @@ func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int) {
 	child.Children = offline(sub, depth).Children
 	child.ChildrenCount = sub.ChildrenCount
 	child.Stale = true
+}
+
+// askFresh asks child relay p for its subtree down to depth, waiting for
+// the answer at most fresh if this viewer has seen that subtree before
+// (View then shows it as it was), else within Timeout. The question
+// itself is bounded by Timeout, not by ctx: one that goes on after its
+// caller stopped waiting keeps its answer for the next view. The same
+// question to the same relay is asked once at a time, however many views
+// wait for it (each status query asks for one).
+func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.Duration) (Node, error) {
+	ch := v.asks.DoChan(p.String()+"/"+strconv.Itoa(depth), func() (any, error) {
+		actx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout)
+		defer cancel()
+		sub, err := v.ask(actx, p, depth)
+		if err == nil && depth < 0 {
+			v.mu.Lock()
+			v.last[p] = sub
+			v.mu.Unlock()
+		}
+		return sub, err
+	})
+	v.mu.Lock()
+	_, seen := v.last[p]
+	v.mu.Unlock()
+	var late <-chan time.Time
+	if seen {
+		t := time.NewTimer(fresh)
+		defer t.Stop()
+		late = t.C
+	}
+	select {
+	case r := <-ch:
+		if r.Err != nil {
+			return Node{}, r.Err
+		}
+		return r.Val.(Node), nil
+	case <-late:
+		return Node{}, fmt.Errorf("ask %s for its subtree: no answer within %s", p, fresh)
+	case <-ctx.Done():
+		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, ctx.Err())
+	}
 }
 
 func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int) (Node, error) {
