@@ -509,6 +509,13 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout/holderShare)
 		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
+		if herr != nil && len(left) > 0 && hctx.Err() == nil && !errors.Is(herr, ErrBadBlock) {
+			// A connection that died under this node fails the first
+			// requests on it at once: the sibling closed it, as when it
+			// gave this node up while this node's process was stopped.
+			// Once more, on a new one.
+			left, _, herr = s.fetchFrom(hctx, h, left, false, true)
+		}
 		cancel()
 		if herr != nil || len(left) > 0 {
 			s.HoldOff(h)

@@ -414,3 +414,46 @@ func TestPointedToASiblingThatFails(t *testing.T) {
 		t.Error("a, which failed b, may be asked again at once; want it left alone for a while")
 	}
 }
+
+// TestPointedToASiblingOnceMore: the first request to the sibling pointed
+// to fails at once (here its handler resets it; in the WAN benchmark, the
+// connection had died under the asker: the sibling closed it while the
+// asker's process was stopped). The asker asks the sibling once more,
+// which serves it, rather than take the block from the parent and leave
+// the sibling alone for a minute.
+func TestPointedToASiblingOnceMore(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
+	connect(t, a, parent)
+	connect(t, b, parent)
+	x := putRandom(t, parent.store, 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("a: missing %v, %v", missing, err)
+	}
+	var resets atomic.Int32
+	a.H.SetStreamHandler(Protocol, func(s network.Stream) {
+		resets.Add(1)
+		a.svc.Start() // the next request is served as usual
+		_ = s.Reset()
+	})
+	if missing, err := b.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("b: missing %v, %v", missing, err)
+	}
+	if n := resets.Load(); n != 1 {
+		t.Fatalf("a's first request reset %d times, want 1", n)
+	}
+	if got := a.svc.Served()[b.H.ID()]; got != 1 {
+		t.Errorf("a, the sibling b was pointed to, sent b %d blocks, want 1", got)
+	}
+	if got := parent.svc.Served()[b.H.ID()]; got != 0 {
+		t.Errorf("the parent sent b %d blocks, want none: a held it", got)
+	}
+	if !b.svc.holderOK(a.H.ID()) {
+		t.Error("a, which served b on the second request, is left alone")
+	}
+}
