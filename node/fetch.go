@@ -548,14 +548,21 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 	}
 
-	// drop gives peer p up for the rest of this fetch: its blocks go to
-	// the others, or to upstream, by rendezvous.
+	// drop gives peer p up for the rest of this fetch: its queued blocks
+	// go to the others, or to upstream, by rendezvous; those asked of it
+	// come from upstream when their requests end. Children asking this
+	// node for any of them are no longer sent to p.
 	drop := func(p peer.ID) {
 		dropped[p] = true
 		peers = slices.DeleteFunc(peers, func(q peer.ID) bool { return q == p })
 		for _, c := range queue {
 			if owner[c.KeyString()] == p {
 				owner[c.KeyString()] = n.ownerOf(c, peers, nil)
+			}
+		}
+		for c, q := range asking {
+			if q == p {
+				owner[c.KeyString()] = ""
 			}
 		}
 		n.setRoute(owner)
@@ -611,16 +618,20 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		select {
 		case r = <-results:
 		case pr := <-probes:
-			if quiet.probed(pr.p, pr.err == nil, time.Now()) && !dropped[pr.p] {
-				// Closing the connection ends the requests it holds now;
-				// their blocks come back as a dropped peer's. The parent
-				// no longer points this node to it either.
+			if !quiet.probed(pr.p, pr.err == nil, time.Now()) {
+				continue
+			}
+			// Closing the connection ends the requests it holds now, also
+			// those of a peer dropped before for failing one; their
+			// blocks come back as a dropped peer's. The parent no longer
+			// points this node to it either.
+			if !dropped[pr.p] {
 				n.log.Warn("peer sent nothing for a while and does not answer a ping; fetching its share elsewhere",
 					"peer", pr.p, "quiet", 3*n.opts.PeerQuiet, "err", pr.err)
 				drop(pr.p)
-				n.exchange.HoldOff(pr.p)
-				_ = n.host.Network().ClosePeer(pr.p)
 			}
+			n.exchange.HoldOff(pr.p)
+			_ = n.host.Network().ClosePeer(pr.p)
 			continue
 		case <-ctx.Done():
 			return ctx.Err()

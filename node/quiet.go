@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -12,7 +13,8 @@ import (
 // quietPeers watches the peers a fetch waits on for blocks. A peer that
 // has requests in flight and has sent this node not one byte for quiet
 // (on any protocol: a peer still sending, however slowly, is not stalled)
-// is due a ping. Without this, a peer whose process stopped or whose
+// is due a ping. The bytes are libp2p's counts of stream payload read,
+// which its meters update once a second: quiet must be some seconds. Without this, a peer whose process stopped or whose
 // machine froze holds its share until QUIC's idle timeout (30 s) or the
 // block timeout (2 minutes) ends its requests.
 type quietPeers struct {
@@ -74,16 +76,32 @@ func (q *quietPeers) probed(p peer.ID, answered bool, now time.Time) (giveUp boo
 	return true
 }
 
-// ping asks p for one ping answer within d.
+// ping waits, at most d, for p to answer a ping. A ping that fails at
+// once (a dial backoff, a stream the peer's resource manager refused) is
+// sent again every pingAgain: only a peer that answers none within d is
+// said not to answer.
 func (n *Node) ping(ctx context.Context, p peer.ID, d time.Duration) error {
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	r, ok := <-ping.Ping(ctx, n.host, p)
-	if !ok {
-		return errors.Join(errors.New("no answer to a ping"), ctx.Err())
+	var last error
+	for {
+		r, ok := <-ping.Ping(ctx, n.host, p)
+		if ok && r.Error == nil {
+			return nil
+		}
+		if ok {
+			last = r.Error
+		}
+		select {
+		case <-ctx.Done():
+			return errors.Join(fmt.Errorf("no answer to a ping within %s", d), last)
+		case <-time.After(pingAgain):
+		}
 	}
-	return r.Error
 }
+
+// pingAgain is how soon a ping that failed at once is sent again.
+const pingAgain = 500 * time.Millisecond
 
 // bytesFrom is all that this node received from p since it started.
 func (n *Node) bytesFrom(p peer.ID) int64 { return n.bw.GetBandwidthForPeer(p).TotalIn }

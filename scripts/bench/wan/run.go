@@ -687,13 +687,13 @@ func (n *node) cpuSeconds() float64 {
 	return cpuOf(fmt.Sprint(n.cmd.Process.Pid))
 }
 
-// stopFor stops node n's process (SIGSTOP) and has it continued (SIGCONT)
-// after d; cont continues it at once if it is still stopped (at the end
-// of the run, whatever happens).
 // stallAfter is when, after the job is created, -stall-relay stops the
 // relay: it is fetching by then, and its siblings wait for its share.
 const stallAfter = 2 * time.Second
 
+// stopFor stops node n's process (SIGSTOP) and has it continued (SIGCONT)
+// after d; cont continues it at once if it is still stopped (at the end
+// of the run, whatever happens).
 func stopFor(n *node, d time.Duration) (cont func(), err error) {
 	p := n.cmd.Process
 	if err := p.Signal(syscall.SIGSTOP); err != nil {
