@@ -221,22 +221,24 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, how pull) error 
 }
 
 // fromUpstream fetches cids from the parent (see pullThrough for force)
-// or, while the parent is not reachable, from the nearest ancestor that is
+// or, while the parent is not reachable, or was given up for not
+// answering and not heard from since, from the nearest ancestor that is
 // (they serve nodes that are not their children at a limited rate).
 func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid, force bool) ([]cid.Cid, error) {
-	if _, ok := n.member.Peer(n.parent); !ok {
+	givenUp := n.exchange.GivenUp(n.parent)
+	if _, ok := n.member.Peer(n.parent); !ok && !givenUp {
 		if left := ancestorTry - time.Since(n.started); left > 0 {
 			// Just started: the parent link may not be up yet.
 			n.waitVerified(ctx, n.parent, left)
 		}
 	}
-	if _, ok := n.member.Peer(n.parent); ok {
+	if _, ok := n.member.Peer(n.parent); ok && !givenUp {
 		if force {
 			return n.exchange.FetchForce(ctx, n.parent, cids)
 		}
 		return n.exchange.Fetch(ctx, n.parent, cids)
 	}
-	errs := []error{fmt.Errorf("parent %s is not connected", n.parent)}
+	errs := []error{fmt.Errorf("parent %s is not connected, or does not answer", n.parent)}
 	for _, a := range n.swarm.Ancestors() {
 		if _, ok := n.member.Peer(a.ID); !ok {
 			actx, cancel := context.WithTimeout(ctx, ancestorTry)
@@ -323,7 +325,13 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 		if n.parent == "" {
 			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
 		}
-		if err := n.pullThrough(ctx, []cid.Cid{root}, pull{}); err != nil {
+		err := n.pullThrough(ctx, []cid.Cid{root}, pull{})
+		if err != nil && n.exchange.GivenUp(n.parent) {
+			// The parent stopped answering while it was asked: once more,
+			// from an ancestor.
+			err = n.pullThrough(ctx, []cid.Cid{root}, pull{})
+		}
+		if err != nil {
 			return pkg.Root{}, fmt.Errorf("fetch package %s: %w", root, err)
 		}
 	}
@@ -573,12 +581,6 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 	failed := map[peer.ID]time.Time{}  // when a peer first failed a request
 	holdOff := map[peer.ID]time.Time{} // a peer that failed is asked again after this
 	running := 0
-	quiet := newQuietPeers(n.opts.PeerQuiet, n.bytesFrom)
-	type probe struct {
-		p   peer.ID
-		err error
-	}
-	probes := make(chan probe)
 	for len(queue) > 0 || running > 0 {
 		if len(queue) > 0 && time.Since(asked) > peersEvery {
 			refresh()
@@ -605,34 +607,9 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			force := from == "" && slices.ContainsFunc(group, func(c cid.Cid) bool { return upstreamOnly[c.KeyString()] })
 			go func() { results <- fetched{from: from, group: group, err: n.fetchGroup(ctx, from, group, force)} }()
 		}
-		for _, p := range quiet.due(inflight, time.Now()) {
-			go func() {
-				err := n.ping(ctx, p, 2*n.opts.PeerQuiet)
-				select {
-				case probes <- probe{p, err}:
-				case <-ctx.Done():
-				}
-			}()
-		}
 		var r fetched
 		select {
 		case r = <-results:
-		case pr := <-probes:
-			if !quiet.probed(pr.p, pr.err == nil, time.Now()) {
-				continue
-			}
-			// Closing the connection ends the requests it holds now, also
-			// those of a peer dropped before for failing one; their
-			// blocks come back as a dropped peer's. The parent no longer
-			// points this node to it either.
-			if !dropped[pr.p] {
-				n.log.Warn("peer sent nothing for a while and does not answer a ping; fetching its share elsewhere",
-					"peer", pr.p, "quiet", 3*n.opts.PeerQuiet, "err", pr.err)
-				drop(pr.p)
-			}
-			n.exchange.HoldOff(pr.p)
-			_ = n.host.Network().ClosePeer(pr.p)
-			continue
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(peersEvery):
@@ -640,7 +617,6 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 		}
 		running--
 		inflight[r.from]--
-		quiet.answered(r.from, time.Now())
 		for _, c := range r.group {
 			delete(asking, c)
 		}
@@ -676,8 +652,8 @@ func (n *Node) getBlocks(ctx context.Context, root cid.Cid, rootBlock pkg.Root, 
 			case <-time.After(upstreamRetryWait):
 			}
 		} else if r.err != nil && dropped[r.from] {
-			// Given up on while this request was out (it stopped
-			// answering): its blocks come from upstream, as below.
+			// Dropped while this request was out: its blocks come from
+			// upstream, as below.
 		} else if r.err != nil && n.retryPeer(r.from, r.err, failed) {
 			// A request that failed at once (a dial that failed while two
 			// peers dialled each other both ways) is asked again shortly:
@@ -777,10 +753,12 @@ func endgameLimit(total uint64, members int, fraction float64, spent, up uint64)
 }
 
 // retryPeer says whether a peer whose request failed with err is asked
-// again rather than dropped: not if it sent a bad block or stalled, and
-// not once it has been failing for peerRetryFor.
+// again rather than dropped: not if it sent a bad block, stalled or was
+// given up for not answering (exchange.GivenUp), and not once it has been
+// failing for peerRetryFor.
 func (n *Node) retryPeer(p peer.ID, err error, failed map[peer.ID]time.Time) bool {
-	if errors.Is(err, exchange.ErrBadBlock) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) || n.exchange.BadBlocks()[p] > 0 {
+	if errors.Is(err, exchange.ErrBadBlock) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		n.exchange.BadBlocks()[p] > 0 || n.exchange.GivenUp(p) {
 		return false
 	}
 	if _, ok := failed[p]; !ok {

@@ -58,7 +58,8 @@ type Options struct {
 	BlockTimeout time.Duration
 	// PeerQuiet is how long a peer that owes this node blocks may send it
 	// nothing before it is pinged, and half of how long it then has to
-	// answer before it is given up (0: 5 seconds; tests shorten it).
+	// answer before it is given up (0: 5 seconds, see exchange.Config;
+	// tests shorten it).
 	PeerQuiet time.Duration
 }
 
@@ -145,9 +146,6 @@ func Open(ctx context.Context, h home.Home, opts Options) (_ *Node, err error) {
 	log := opts.Logger
 	if log == nil {
 		log = slog.Default()
-	}
-	if opts.PeerQuiet == 0 {
-		opts.PeerQuiet = 5 * time.Second
 	}
 	n := &Node{home: h, cfg: cfg, log: log, opts: opts, invRefused: map[string]int{}, fetching: map[string]*claim{},
 		wanted: map[string]int{}, route: map[string]peer.ID{}, routings: map[*routing]bool{}, upstream: newUpSlots(upstreamMax)}
@@ -327,7 +325,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
 		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log,
-		Remote: n.acrossWAN, Kin: n.siblingKin})
+		Remote: n.acrossWAN, Kin: n.siblingKin, BytesIn: n.bytesFrom, Quiet: n.opts.PeerQuiet})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/node/api"
 )
@@ -45,3 +46,7 @@ func (n *Node) Bandwidth(context.Context) (api.Bandwidth, error) {
 	})
 	return out, nil
 }
+
+// bytesFrom is all that this node received from p since it started, on
+// any protocol (libp2p's meters, updated once a second).
+func (n *Node) bytesFrom(p peer.ID) int64 { return n.bw.GetBandwidthForPeer(p).TotalIn }

@@ -6,7 +6,15 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+	"time"
 
+	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/net/swarm"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
+
+	"github.com/swdist/swdist/content/exchange"
+	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 )
@@ -141,5 +149,43 @@ func TestLateRelayFetchesFromSibling(t *testing.T) {
 	fromSibling := c.nodes["relay-a"].BlocksServed()[c.id("relay-b")]
 	if fromServer > endgame || fromServer+fromSibling != p.Chunks+1 {
 		t.Errorf("relay-b got %d blocks from the server and %d from relay-a; want all %d from relay-a (%d from the server at most)", fromServer, fromSibling, p.Chunks+1, endgame)
+	}
+}
+
+// TestStalledRelayFallsBack: a client's relay stops answering anything
+// while the client fetches from it (its blocks and ping handlers never
+// answer and it takes no new connections, as a stopped process; the
+// connection it has lives on). The request timeout is the default 2
+// minutes, yet the client gets the package within one: the relay, which
+// owes it blocks and sends nothing, is pinged, given up when the ping
+// goes unanswered, and the package comes from the server.
+func TestStalledRelayFallsBack(t *testing.T) {
+	c := newCluster(t)
+	c.peerQuiet = 300 * time.Millisecond
+	c.root("server", cert.RoleServer, 0)
+	c.join("relay-a", "server", cert.RoleRelay, "a")
+	c.join("a1", "relay-a", cert.RoleClient, "a")
+	for _, name := range []string{"relay-a", "a1"} {
+		eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
+	}
+	ctx := context.Background()
+	p := randomPackage(t, c, "server", 1<<20, 23)
+	relay := c.nodes["relay-a"].Host()
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stopped := func(s network.Stream) { <-release; _ = s.Reset() }
+	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
+		relay.SetStreamHandler(proto, stopped)
+	}
+	relay.Network().(*swarm.Swarm).ListenClose(relay.Network().ListenAddresses()...)
+
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := c.nodes["a1"].FetchPackage(fctx, p.CID)
+	if err != nil || !got.Held {
+		t.Fatalf("a1 with its relay stalled (the request timeout is 2 minutes): %+v, %v", got, err)
+	}
+	if n := c.nodes["server"].BlocksServed()[c.id("a1")]; n != p.Chunks+1 {
+		t.Errorf("the server served a1 %d blocks, want %d", n, p.Chunks+1)
 	}
 }

@@ -122,6 +122,13 @@ type Config struct {
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
+	// BytesIn, if set, is all that this node has received from a peer,
+	// on any protocol: while requests to a peer are in flight, one that
+	// sends nothing for Quiet (default 5 s) and answers no ping within
+	// twice that is given up (see watch.go). libp2p's bandwidth counter
+	// updates its meters once a second: Quiet must be some seconds.
+	BytesIn func(peer.ID) int64
+	Quiet   time.Duration
 	Logger  *slog.Logger
 }
 
@@ -142,6 +149,11 @@ type Service struct {
 	pointers int
 	// failedHolder: when a sibling this node was pointed to last failed it.
 	failedHolder map[peer.ID]time.Time
+	owed         map[peer.ID]*owed // peers with requests in flight (watch.go)
+	gaveUp       map[peer.ID]int64 // peers given up, with their byte counts then
+
+	ctx  context.Context // ends with Close
+	stop context.CancelFunc
 }
 
 // A sentTo is the peer, of kin, that a block went to, and when.
@@ -175,8 +187,13 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Timeout == 0 {
 		cfg.Timeout = 2 * time.Minute
 	}
+	if cfg.Quiet == 0 {
+		cfg.Quiet = 5 * time.Second
+	}
+	ctx, stop := context.WithCancel(context.Background())
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
-		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{}}
+		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{},
+		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, ctx: ctx, stop: stop}
 }
 
 // Start serves the protocol to verified members.
@@ -466,6 +483,7 @@ func isClosed(ch chan struct{}) bool {
 func (s *Service) Close() {
 	s.h.RemoveStreamHandler(Protocol)
 	s.h.RemoveStreamHandler(ProtocolV1)
+	s.stop()
 }
 
 // BadBlocks counts the blocks each peer sent that did not match their CID.
@@ -509,7 +527,7 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout/holderShare)
 		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
-		if herr != nil && len(left) > 0 && hctx.Err() == nil && !errors.Is(herr, ErrBadBlock) {
+		if herr != nil && len(left) > 0 && hctx.Err() == nil && !errors.Is(herr, ErrBadBlock) && !s.GivenUp(h) {
 			// A connection that died under this node fails the first
 			// requests on it at once: the sibling closed it, as when it
 			// gave this node up while this node's process was stopped.
@@ -619,6 +637,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	if err != nil {
 		return got, nil, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
+	defer s.owe(p)()
 	// A request that failed is reset, not just closed: the peer would go
 	// on writing blocks nobody reads, and its other answers to this node
 	// wait for their turn behind them. (Reads do not watch ctx: blocks

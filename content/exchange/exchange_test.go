@@ -12,6 +12,9 @@ import (
 
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/hierarchy/cert"
@@ -44,6 +47,7 @@ func startWith(t *testing.T, o certtest.Org, n certtest.Node, cfg Config) *node 
 	}
 	t.Cleanup(func() { st.Close() })
 	cfg.Member, cfg.Store, cfg.Logger = mn.M, st, membertest.Quiet()
+	cfg.BytesIn = func(p peer.ID) int64 { return mn.BW.GetBandwidthForPeer(p).TotalIn }
 	s := New(mn.H, cfg)
 	s.Start()
 	t.Cleanup(s.Close)
@@ -455,5 +459,43 @@ func TestPointedToASiblingOnceMore(t *testing.T) {
 	}
 	if !b.svc.holderOK(a.H.ID()) {
 		t.Error("a, which served b on the second request, is left alone")
+	}
+}
+
+// TestStoppedSiblingPointedTo: the sibling the parent points to stops
+// answering anything (its blocks and ping handlers never answer, as a
+// stopped process; its connection lives on). The asker does not wait
+// the 30 s a pointed-to sibling may take: the sibling, which owes it the
+// block and sends nothing, is pinged, given up when the ping goes
+// unanswered, and the block comes from the parent.
+func TestStoppedSiblingPointedTo(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 300 * time.Millisecond})
+	connect(t, a, parent)
+	connect(t, b, parent)
+	connect(t, a, b)
+	x := putRandom(t, parent.store, 1<<10)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("a: missing %v, %v", missing, err)
+	}
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	stopped := func(s network.Stream) { <-release; _ = s.Reset() }
+	for _, p := range []protocol.ID{Protocol, ProtocolV1, ping.ID} {
+		a.H.SetStreamHandler(p, stopped)
+	}
+	if missing, err := b.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("b, pointed to a stopped sibling (it may take 30 s): missing %v, %v", missing, err)
+	}
+	if got := parent.svc.Served()[b.H.ID()]; got != 1 {
+		t.Errorf("the parent sent b %d blocks, want 1", got)
+	}
+	if !b.svc.GivenUp(a.H.ID()) {
+		t.Error("b did not give a up")
 	}
 }

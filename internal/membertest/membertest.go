@@ -12,6 +12,7 @@ import (
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
+	"github.com/libp2p/go-libp2p/core/metrics"
 	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/hierarchy/cert"
@@ -23,6 +24,8 @@ import (
 type Node struct {
 	H host.Host
 	M *member.Service
+	// BW counts the host's stream bytes, by peer and protocol.
+	BW *metrics.BandwidthCounter
 }
 
 // Start runs a host for n on 127.0.0.1 (TCP), verifying peers of org o;
@@ -30,7 +33,9 @@ type Node struct {
 func Start(t testing.TB, o certtest.Org, n certtest.Node) *Node {
 	t.Helper()
 	g := member.NewGater()
-	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g))
+	bw := metrics.NewBandwidthCounter()
+	h, err := libp2p.New(libp2p.Identity(n.Key), libp2p.ListenAddrStrings("/ip4/127.0.0.1/tcp/0"), libp2p.DisableRelay(), libp2p.ConnectionGater(g),
+		libp2p.BandwidthReporter(bw))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,7 +44,7 @@ func Start(t testing.TB, o certtest.Org, n certtest.Node) *Node {
 		RecheckEvery: time.Hour, Logger: Quiet()})
 	m.Start()
 	t.Cleanup(m.Close)
-	return &Node{H: h, M: m}
+	return &Node{H: h, M: m, BW: bw}
 }
 
 // Connect connects a to b and waits until each verified the other.
