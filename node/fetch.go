@@ -258,6 +258,16 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid, force bool) ([]
 	return cids, fmt.Errorf("no upstream reachable: %w", errors.Join(errs...))
 }
 
+// bytesFrom is all that this node received from p since it started, on
+// any protocol (libp2p's meters, updated once a second).
+func (n *Node) bytesFrom(p peer.ID) int64 { return n.bw.GetBandwidthForPeer(p).TotalIn }
+
+// mayGiveUp says whether this node may give up peer p, which owes it
+// blocks and stopped answering (exchange.Config.MayGiveUp): any peer but
+// its parent, and the parent only when there is an ancestor to fetch from
+// instead.
+func (n *Node) mayGiveUp(p peer.ID) bool { return p != n.parent || len(n.swarm.Ancestors()) > 0 }
+
 // A routing is a fetch of this node's that will soon know which peer each
 // of its blocks comes from (setRoute); known closes when it does, or when
 // the fetch ends.

@@ -325,7 +325,7 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
 		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log,
-		Remote: n.acrossWAN, Kin: n.siblingKin, BytesIn: n.bytesFrom, Quiet: n.opts.PeerQuiet})
+		Remote: n.acrossWAN, Kin: n.siblingKin, BytesIn: n.bytesFrom, Quiet: n.opts.PeerQuiet, MayGiveUp: n.mayGiveUp})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})

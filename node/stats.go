@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/metrics"
-	"github.com/libp2p/go-libp2p/core/peer"
 
 	"github.com/swdist/swdist/node/api"
 )
@@ -46,7 +45,3 @@ func (n *Node) Bandwidth(context.Context) (api.Bandwidth, error) {
 	})
 	return out, nil
 }
-
-// bytesFrom is all that this node received from p since it started, on
-// any protocol (libp2p's meters, updated once a second).
-func (n *Node) bytesFrom(p peer.ID) int64 { return n.bw.GetBandwidthForPeer(p).TotalIn }

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
@@ -187,5 +188,53 @@ func TestStalledRelayFallsBack(t *testing.T) {
 	}
 	if n := c.nodes["server"].BlocksServed()[c.id("a1")]; n != p.Chunks+1 {
 		t.Errorf("the server served a1 %d blocks, want %d", n, p.Chunks+1)
+	}
+}
+
+// TestRelayWaitsForStalledRoot: a relay under the root has no ancestor to
+// fall back to. When the root stops answering for a while (its blocks and
+// ping handlers hold every request for 2 s, 6 times the stopped-peer
+// check's wait, then reset it), the relay does not give it up, which
+// would leave it nowhere to fetch from: its requests fail only when
+// reset, and are asked again. (The relay holds the package's root block
+// already: a stalled handler here cannot hand its stream on to the real
+// one, and the root block, unlike the others, is not asked again after a
+// reset.)
+func TestRelayWaitsForStalledRoot(t *testing.T) {
+	c := newCluster(t)
+	c.peerQuiet = 300 * time.Millisecond
+	c.root("server", cert.RoleServer, 0)
+	c.join("relay-a", "server", cert.RoleRelay, "a")
+	eventually(t, "relay-a online", func() bool { return onlineIn(c.nodes["server"], c.id("relay-a")) })
+	ctx := context.Background()
+	p := randomPackage(t, c, "server", 1<<20, 24)
+	root, err := cid.Decode(p.CID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	server, relay := c.nodes["server"], c.nodes["relay-a"]
+	if err := relay.CopyBlock(ctx, server, root); err != nil {
+		t.Fatal(err)
+	}
+	resume := make(chan struct{})
+	stalled := func(s network.Stream) {
+		<-resume
+		_ = s.Reset()
+	}
+	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
+		server.Host().SetStreamHandler(proto, stalled)
+	}
+	time.AfterFunc(2*time.Second, func() {
+		server.ServeBlocks()
+		server.Host().SetStreamHandler(ping.ID, ping.NewPingService(server.Host()).PingHandler)
+		close(resume)
+	})
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	if got, err := relay.FetchPackage(fctx, p.CID); err != nil || !got.Held {
+		t.Fatalf("relay-a, its root stalled for 2 s: %+v, %v", got, err)
+	}
+	if n := relay.GaveUp()[c.id("server")]; n != 0 {
+		t.Errorf("relay-a gave its root up %d times; it has nowhere else to fetch from", n)
 	}
 }

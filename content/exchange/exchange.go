@@ -129,7 +129,12 @@ type Config struct {
 	// updates its meters once a second: Quiet must be some seconds.
 	BytesIn func(peer.ID) int64
 	Quiet   time.Duration
-	Logger  *slog.Logger
+	// MayGiveUp, if set, says whether a peer that stopped answering may be
+	// given up: not one there is no other source for (a relay's parent
+	// when it has no ancestor to fall back to), whose requests had better
+	// wait for it.
+	MayGiveUp func(peer.ID) bool
+	Logger    *slog.Logger
 }
 
 // Service serves and fetches blocks.
@@ -151,6 +156,7 @@ type Service struct {
 	failedHolder map[peer.ID]time.Time
 	owed         map[peer.ID]*owed // peers with requests in flight (watch.go)
 	gaveUp       map[peer.ID]int64 // peers given up, with their byte counts then
+	gaveUpCount  map[peer.ID]int   // times each was given up
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -193,7 +199,7 @@ func New(h host.Host, cfg Config) *Service {
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
 		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{},
-		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, ctx: ctx, stop: stop}
+		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, gaveUpCount: map[peer.ID]int{}, ctx: ctx, stop: stop}
 }
 
 // Start serves the protocol to verified members.
@@ -526,8 +532,9 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 			continue
 		}
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout/holderShare)
+		asked := time.Now()
 		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
-		if herr != nil && len(left) > 0 && hctx.Err() == nil && !errors.Is(herr, ErrBadBlock) && !s.GivenUp(h) {
+		if herr != nil && len(left) > 0 && time.Since(asked) < time.Second && !errors.Is(herr, ErrBadBlock) && !s.GivenUp(h) {
 			// A connection that died under this node fails the first
 			// requests on it at once: the sibling closed it, as when it
 			// gave this node up while this node's process was stopped.

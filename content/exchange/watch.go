@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/peer"
@@ -20,7 +21,8 @@ import (
 // still sending, however slowly, is not stalled) is pinged, and one that
 // answers no ping within 2×Quiet and sends nothing meanwhile is given up:
 // its connection is closed, which fails every request to it at once, and
-// GivenUp says so until it is heard from again.
+// GivenUp says so until it is heard from again; unless it is the only
+// source (Config.MayGiveUp), whose requests wait for it.
 
 // owed is what this node waits for from a peer.
 type owed struct {
@@ -89,8 +91,13 @@ func (s *Service) watch(p peer.ID) {
 			o.since = time.Now()
 		}
 		gone := s.heard(o, p) >= s.cfg.Quiet
+		if gone && s.cfg.MayGiveUp != nil && !s.cfg.MayGiveUp(p) {
+			gone = false
+			o.since = time.Now() // waited for: nowhere else to go
+		}
 		if gone {
 			s.gaveUp[p] = o.in
+			s.gaveUpCount[p]++
 			o.since = time.Now() // watched afresh: a new connection to it may hang too
 		}
 		s.mu.Unlock()
@@ -126,6 +133,13 @@ func (s *Service) GivenUp(p peer.ID) bool {
 		ok = false
 	}
 	return ok
+}
+
+// GaveUp counts the times each peer was given up for not answering.
+func (s *Service) GaveUp() map[peer.ID]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return maps.Clone(s.gaveUpCount)
 }
 
 // ping waits, at most d, for p to answer a ping. A ping that fails at
