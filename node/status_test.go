@@ -9,6 +9,7 @@ import (
 
 	"github.com/libp2p/go-libp2p/core/network"
 
+	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/tree"
 	"github.com/swdist/swdist/node/api"
 )
@@ -237,6 +238,8 @@ func TestStatusWithRelayStalled(t *testing.T) {
 	}
 	if ra, ok := find(top, c.id("relay-a")); !ok || !ra.Stale || len(ra.Children) != 2 || !strings.Contains(ra.Error, "no answer within") {
 		t.Errorf("stalled relay-a in the server's tree: stale %v, %d children, error %q; want stale, its 2 children as last seen", ra.Stale, len(ra.Children), ra.Error)
+	} else if !ra.Children[0].Online || !ra.Children[1].Online {
+		t.Errorf("relay-a's children, online when it last answered a moment ago, shown online %v and %v", ra.Children[0].Online, ra.Children[1].Online)
 	}
 	if rb, _ := find(top, c.id("relay-b")); rb.Stale || len(rb.Children) != 1 {
 		t.Errorf("relay-b in the server's tree: stale %v, %d children; want fresh, 1", rb.Stale, len(rb.Children))
@@ -244,4 +247,48 @@ func TestStatusWithRelayStalled(t *testing.T) {
 	if a := asked.Load(); a != 1 {
 		t.Errorf("relay-a was asked %d times while stalled; want once, the second view waiting for the first's question", a)
 	}
+}
+
+// TestTreeWithDeepRelayStalled: server → r1 → r2 → {r3, c2}, and r3
+// stalls as in TestStatusWithRelayStalled. Each relay waits for its own
+// child relays within what its parent waits for it, so some level may be
+// shown as last answered; none shows c2, online throughout, offline.
+func TestTreeWithDeepRelayStalled(t *testing.T) {
+	c := newCluster(t)
+	c.root("server", cert.RoleServer, 0)
+	c.join("r1", "server", cert.RoleRelay, "a")
+	c.join("r2", "r1", cert.RoleRelay, "a")
+	c.join("r3", "r2", cert.RoleRelay, "a")
+	c.join("c2", "r2", cert.RoleClient, "a")
+	eventually(t, "the tree online at the server", func() bool {
+		top, err := c.nodes["server"].Tree(context.Background(), -1)
+		return err == nil && online(top) == 5
+	})
+	release := make(chan struct{})
+	t.Cleanup(func() { close(release) })
+	c.nodes["r3"].Host().SetStreamHandler(tree.Protocol, func(s network.Stream) {
+		<-release
+		_ = s.Reset()
+	})
+	for i := range 3 {
+		top, err := c.nodes["server"].Tree(context.Background(), -1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n, ok := find(top, c.id("c2")); !ok || !n.Online {
+			t.Errorf("view %d with r3 stalled: c2 listed %v, online %v; want listed and online", i+1, ok, n.Online)
+		}
+	}
+}
+
+// online counts the nodes of a view that are online.
+func online(t tree.Node) int {
+	n := 0
+	if t.Online {
+		n++
+	}
+	for _, c := range t.Children {
+		n += online(c)
+	}
+	return n
 }

@@ -153,7 +153,7 @@ func printTree(w io.Writer, t tree.Node, wide bool, job map[string]string) {
 		if n.Error != "" {
 			what := "subtree not shown"
 			if n.Stale {
-				what = "subtree as it last answered, every node offline"
+				what = "subtree as it last answered"
 			}
 			fmt.Fprintf(tw, "%s  (%s: %s)\t\t\t\t\t\t\n", prefix+childPrefix(branch), what, n.Error)
 		}

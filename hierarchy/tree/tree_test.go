@@ -24,6 +24,10 @@ func TestFlattenRoundTrip(t *testing.T) {
 		{"wide", Node{PeerID: "r", Role: "relay", LastSeen: time.Unix(5, 0).UTC(), ChildrenCount: 3, Children: []Node{leaf("1"), leaf("2"), leaf("3")}}},
 		{"deep", deep},
 		{"error kept", Node{PeerID: "r", Role: "relay", LastSeen: time.Unix(5, 0).UTC(), Error: "no answer", Children: []Node{}}},
+		// Stale is not on the wire: a relay with an error and its subtree
+		// listed comes back stale.
+		{"stale below", Node{PeerID: "s", Role: "server", LastSeen: time.Unix(5, 0).UTC(), ChildrenCount: 1, Children: []Node{
+			{PeerID: "r", Role: "relay", LastSeen: time.Unix(5, 0).UTC(), Error: "no answer within 1s", Stale: true, ChildrenCount: 1, Children: []Node{leaf("c")}}}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got, err := unflatten(flatten(tc.in))

@@ -42,7 +42,9 @@ type Node struct {
 	Error string `json:"error,omitempty"`
 	// Stale: the relay did not answer now (offline, an error, or not
 	// within the viewer's Fresh), and its subtree is shown as it answered
-	// last, every node below it offline.
+	// last: every node below it offline, but for a relay that is only
+	// slow (connected, no answer within Fresh), whose last answer of
+	// less than lastFresh ago is shown as it was.
 	Stale bool `json:"stale,omitempty"`
 }
 
@@ -95,6 +97,10 @@ func unflatten(list []flatNode) (Node, error) {
 		for _, k := range kids[i] {
 			n.Children = append(n.Children, build(k))
 		}
+		// A relay that did not answer, with its subtree listed: as last
+		// seen (the wire does not carry Stale; older nodes refuse fields
+		// they do not know).
+		n.Stale = n.Error != "" && len(n.Children) > 0
 		return n
 	}
 	return build(0), nil
@@ -132,9 +138,10 @@ type Viewer struct {
 	cfg ViewConfig
 	log *slog.Logger
 
-	mu   sync.Mutex
-	last map[peer.ID]Node // each child relay's whole subtree, as it last answered
-	asks singleflight.Group
+	mu     sync.Mutex
+	last   map[peer.ID]Node      // each child relay's whole subtree, as it last answered
+	lastAt map[peer.ID]time.Time // and when
+	asks   singleflight.Group
 }
 
 // NewViewer makes a Viewer; Start registers its protocol.
@@ -148,7 +155,7 @@ func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree"), last: map[peer.ID]Node{}}
+	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree"), last: map[peer.ID]Node{}, lastAt: map[peer.ID]time.Time{}}
 }
 
 // Start registers the tree protocol; only this node's parent may ask.
@@ -219,7 +226,7 @@ func (v *Viewer) view(ctx context.Context, depth int, fresh time.Duration) Node 
 			continue
 		}
 		if !child.Online {
-			v.lastSeen(child, p, depth-1)
+			v.lastSeen(child, p, depth-1, false)
 			continue
 		}
 		wg.Add(1)
@@ -230,7 +237,7 @@ func (v *Viewer) view(ctx context.Context, depth int, fresh time.Duration) Node 
 			sub, err := v.askFresh(ctx, p, depth-1, fresh)
 			if err != nil {
 				child.Error = err.Error()
-				v.lastSeen(child, p, depth-1)
+				v.lastSeen(child, p, depth-1, errors.Is(err, errSlow))
 				return
 			}
 			sub.Online, sub.LastSeen = true, top.LastSeen
@@ -243,18 +250,25 @@ func (v *Viewer) view(ctx context.Context, depth int, fresh time.Duration) Node 
 
 // lastSeen fills in the subtree of child relay p, which did not answer, as
 // it last answered, down to depth levels, every node below it offline: the
-// machines there still exist, and their jobs still count.
-func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int) {
+// machines there still exist, and their jobs still count. For a relay
+// that is only slow, an answer of less than lastFresh ago is shown as it
+// was, and the child's Error says how old.
+func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int, slow bool) {
 	v.mu.Lock()
 	sub, ok := v.last[p]
+	at := v.lastAt[p]
 	v.mu.Unlock()
 	if !ok || depth == 0 {
 		return
 	}
+	keep := slow && time.Since(at) < lastFresh
+	if keep {
+		child.Error += fmt.Sprintf("; shown as it answered %s ago", time.Since(at).Round(time.Second))
+	}
 	var offline func(n Node, depth int) Node
 	offline = func(n Node, depth int) Node {
 		out := n
-		out.Online = false
+		out.Online = out.Online && keep
 		out.Children = []Node{}
 		if depth != 0 {
 			for _, c := range n.Children {
@@ -282,7 +296,7 @@ func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.
 		sub, err := v.ask(actx, p, depth)
 		if err == nil && depth < 0 {
 			v.mu.Lock()
-			v.last[p] = sub
+			v.last[p], v.lastAt[p] = sub, time.Now()
 			v.mu.Unlock()
 		}
 		return sub, err
@@ -303,11 +317,19 @@ func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.
 		}
 		return r.Val.(Node), nil
 	case <-late:
-		return Node{}, fmt.Errorf("ask %s for its subtree: no answer within %s", p, fresh)
+		return Node{}, fmt.Errorf("ask %s for its subtree: %w within %s", p, errSlow, fresh)
 	case <-ctx.Done():
 		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, ctx.Err())
 	}
 }
+
+// errSlow: a child relay that is connected did not answer within the
+// view's wait.
+var errSlow = errors.New("no answer")
+
+// lastFresh is how old the last answer of a relay that is only slow may be
+// to be shown as it was, not every node offline.
+const lastFresh = time.Minute
 
 func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int) (Node, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
