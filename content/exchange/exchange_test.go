@@ -496,6 +496,60 @@ func TestStoppedSiblingPointedTo(t *testing.T) {
 		t.Errorf("the parent sent b %d blocks, want 1", got)
 	}
 	if !b.svc.GivenUp(a.H.ID()) {
-		t.Error("b did not give a up")
+		t.Fatal("b did not give a up")
+	}
+	// Heard from again (connected anew: the member handshake), a is no
+	// longer given up, within the second the byte meters take.
+	connect(t, a, b)
+	for deadline := time.Now().Add(5 * time.Second); b.svc.GivenUp(a.H.ID()); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("a, heard from again, is still given up")
+		}
+	}
+}
+
+// TestSendingPeerKept: a peer that owes blocks and answers neither the
+// request nor pings, but keeps sending this node bytes on another
+// protocol, is alive: it is not given up, however long the request
+// waits. (Quiet is above the second at which libp2p's byte meters
+// update; the peer holds the request for more than three times it.)
+func TestSendingPeerKept(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 1500 * time.Millisecond})
+	connect(t, a, b)
+	x := putRandom(t, a.store, 1<<10)
+	release := make(chan struct{})
+	held := func(s network.Stream) { <-release; _ = s.Reset() }
+	for _, p := range []protocol.ID{Protocol, ProtocolV1, ping.ID} {
+		a.H.SetStreamHandler(p, held)
+	}
+	const chatter = "/swdist/test/chatter"
+	b.H.SetStreamHandler(chatter, func(s network.Stream) { _, _ = io.Copy(io.Discard, s) })
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s, err := a.H.NewStream(ctx, b.H.ID(), chatter)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		defer s.Close()
+		buf := make([]byte, 1024)
+		for {
+			select {
+			case <-release:
+				return
+			case <-time.After(100 * time.Millisecond):
+			}
+			if _, err := s.Write(buf); err != nil {
+				return
+			}
+		}
+	}()
+	time.AfterFunc(6*time.Second, func() { close(release) })
+	_, _ = b.svc.Fetch(ctx, a.H.ID(), []cid.Cid{x}) // reset after 6 s
+	if n := b.svc.GaveUp()[a.H.ID()]; n != 0 {
+		t.Errorf("b gave a up %d times, though a kept sending", n)
 	}
 }
