@@ -153,6 +153,18 @@ func onlineIn(n *node.Node, id peer.ID) bool {
 	return ok && f.Online
 }
 
+// oneClient builds server → relay-a → a1 in c (its tweaks set) and waits
+// until they are online.
+func (c *cluster) oneClient() {
+	c.t.Helper()
+	c.root("server", cert.RoleServer, 0)
+	c.join("relay-a", "server", cert.RoleRelay, "a")
+	c.join("a1", "relay-a", cert.RoleClient, "a")
+	for _, name := range []string{"relay-a", "a1"} {
+		eventually(c.t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
+	}
+}
+
 // standard builds server → relay-a → {a1, a2}, server → relay-b → b1.
 func standard(t *testing.T) *cluster {
 	c := newCluster(t)

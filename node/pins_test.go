@@ -37,12 +37,7 @@ func TestPinsAndBudget(t *testing.T) {
 			cfg.Blocks.Budget = config.SizeOf(3 << 19) // 1.5 MiB: room for one 1 MiB package, not two
 		}
 	}
-	c.root("server", cert.RoleServer, 0)
-	c.join("relay-a", "server", cert.RoleRelay, "a")
-	c.join("a1", "relay-a", cert.RoleClient, "a")
-	for _, name := range []string{"relay-a", "a1"} {
-		eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
-	}
+	c.oneClient()
 	ctx := context.Background()
 	key, adm := certifyAdmin(t, c, "server")
 	p1 := randomPackage(t, c, "server", 1<<20, 11)

@@ -262,7 +262,7 @@ func TestTreeWithDeepRelayStalled(t *testing.T) {
 	c.join("c2", "r2", cert.RoleClient, "a")
 	eventually(t, "the tree online at the server", func() bool {
 		top, err := c.nodes["server"].Tree(context.Background(), -1)
-		return err == nil && online(top) == 5
+		return err == nil && top.CountOnline() == 5
 	})
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
@@ -279,16 +279,4 @@ func TestTreeWithDeepRelayStalled(t *testing.T) {
 			t.Errorf("view %d with r3 stalled: c2 listed %v, online %v; want listed and online", i+1, ok, n.Online)
 		}
 	}
-}
-
-// online counts the nodes of a view that are online.
-func online(t tree.Node) int {
-	n := 0
-	if t.Online {
-		n++
-	}
-	for _, c := range t.Children {
-		n += online(c)
-	}
-	return n
 }

@@ -163,12 +163,7 @@ func TestLateRelayFetchesFromSibling(t *testing.T) {
 func TestStalledRelayFallsBack(t *testing.T) {
 	c := newCluster(t)
 	c.peerQuiet = 300 * time.Millisecond
-	c.root("server", cert.RoleServer, 0)
-	c.join("relay-a", "server", cert.RoleRelay, "a")
-	c.join("a1", "relay-a", cert.RoleClient, "a")
-	for _, name := range []string{"relay-a", "a1"} {
-		eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
-	}
+	c.oneClient()
 	ctx := context.Background()
 	p := randomPackage(t, c, "server", 1<<20, 23)
 	relay := c.nodes["relay-a"].Host()

@@ -245,24 +245,13 @@ func waitOnline(ctx context.Context, root *node.Node, want int) (tree.Node, erro
 		if err != nil {
 			return tree.Node{}, err
 		}
-		if n := countOnline(t); n == want {
+		if n := t.CountOnline(); n == want {
 			return t, nil
 		} else if ctx.Err() != nil {
 			return t, fmt.Errorf("only %d of %d nodes came online: %w", n, want, ctx.Err())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-}
-
-func countOnline(t tree.Node) int {
-	n := 0
-	if t.Online {
-		n++
-	}
-	for _, c := range t.Children {
-		n += countOnline(c)
-	}
-	return n
 }
 
 // tryOutsider connects a libp2p host that holds no certificate to the

@@ -186,7 +186,7 @@ func buildTree(t *testing.T) *procTree {
 	for _, c := range []string{"C1", "C2"} {
 		p.start(t, c)
 	}
-	p.waitTree(t, 30*time.Second, func(top tree.Node) bool { return countOnline(top) == 4 })
+	p.waitTree(t, 30*time.Second, func(top tree.Node) bool { return top.CountOnline() == 4 })
 	return p
 }
 
@@ -328,7 +328,7 @@ func TestRelayRestart(t *testing.T) {
 			// Down long enough for a few failed redials at the default backoff.
 			time.Sleep(3 * time.Second)
 			p.start(t, "R")
-			p.waitTree(t, 60*time.Second, func(top tree.Node) bool { return countOnline(top) == 4 })
+			p.waitTree(t, 60*time.Second, func(top tree.Node) bool { return top.CountOnline() == 4 })
 			if diff := cmp.Diff(p.want(), project(p.tree(t, p.homes["S"])), sortByPeer); diff != "" {
 				t.Errorf("server's tree after the restart (-want +got):\n%s", diff)
 			}
@@ -696,7 +696,7 @@ func TestKilledRelayGetsGossip(t *testing.T) {
 	must(t, &tok, homes["R"], "token", "create", "--role", "client", "--json")
 	must(t, nil, homes["C"], append([]string{"join", tok.Token}, loopbackListen...)...)
 	startDaemon(t, homes["C"])
-	online := func(n int) func(tree.Node) bool { return func(top tree.Node) bool { return countOnline(top) == n } }
+	online := func(n int) func(tree.Node) bool { return func(top tree.Node) bool { return top.CountOnline() == n } }
 	waitView(t, homes["S"], online(3))
 	key := filepath.Join(dir, "alice.key")
 	must(t, nil, homes["S"], "admin", "keygen", "--out", key)

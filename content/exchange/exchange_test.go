@@ -419,6 +419,25 @@ func TestPointedToASiblingThatFails(t *testing.T) {
 	}
 }
 
+// sentToSibling starts a parent that points its child relays to each
+// other, and child relays a and b (b with bcfg), each connected to it; a
+// has fetched block x from the parent, which now points b to a for it.
+func sentToSibling(t *testing.T, ctx context.Context, bcfg Config) (parent, a, b *node, x cid.Cid) {
+	t.Helper()
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	parent = startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
+	a = start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b = startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), bcfg)
+	connect(t, a, parent)
+	connect(t, b, parent)
+	x = putRandom(t, parent.store, 1<<10)
+	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("a: missing %v, %v", missing, err)
+	}
+	return parent, a, b, x
+}
+
 // TestPointedToASiblingOnceMore: the first request to the sibling pointed
 // to fails at once (here its handler resets it; in the WAN benchmark, the
 // connection had died under the asker: the sibling closed it while the
@@ -426,19 +445,9 @@ func TestPointedToASiblingThatFails(t *testing.T) {
 // which serves it, rather than take the block from the parent and leave
 // the sibling alone for a minute.
 func TestPointedToASiblingOnceMore(t *testing.T) {
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
-	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
-	b := start(t, o, o.Child(t, rn, cert.RoleRelay, "b"), nil)
-	connect(t, a, parent)
-	connect(t, b, parent)
-	x := putRandom(t, parent.store, 1<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
-		t.Fatalf("a: missing %v, %v", missing, err)
-	}
+	parent, a, b, x := sentToSibling(t, ctx, Config{})
 	var resets atomic.Int32
 	a.H.SetStreamHandler(Protocol, func(s network.Stream) {
 		resets.Add(1)
@@ -469,20 +478,10 @@ func TestPointedToASiblingOnceMore(t *testing.T) {
 // block and sends nothing, is pinged, given up when the ping goes
 // unanswered, and the block comes from the parent.
 func TestStoppedSiblingPointedTo(t *testing.T) {
-	o := certtest.NewOrg(t)
-	rn := o.RootNode(t)
-	parent := startWith(t, o, rn, Config{Kin: func(member.Peer) string { return "relays" }})
-	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
-	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 300 * time.Millisecond})
-	connect(t, a, parent)
-	connect(t, b, parent)
-	connect(t, a, b)
-	x := putRandom(t, parent.store, 1<<10)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	if missing, err := a.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
-		t.Fatalf("a: missing %v, %v", missing, err)
-	}
+	parent, a, b, x := sentToSibling(t, ctx, Config{Quiet: 300 * time.Millisecond})
+	connect(t, a, b)
 	release := make(chan struct{})
 	t.Cleanup(func() { close(release) })
 	stopped := func(s network.Stream) { <-release; _ = s.Reset() }

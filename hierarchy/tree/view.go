@@ -48,6 +48,18 @@ type Node struct {
 	Stale bool `json:"stale,omitempty"`
 }
 
+// CountOnline counts the nodes of the view that are online, n included.
+func (n Node) CountOnline() int {
+	c := 0
+	if n.Online {
+		c++
+	}
+	for _, k := range n.Children {
+		c += k.CountOnline()
+	}
+	return c
+}
+
 // flatNode is a Node on the wire: a list with parent indexes keeps the
 // decoder's nesting bound small however deep the tree.
 type flatNode struct {
