@@ -148,6 +148,7 @@ func TestProtocolsSurviveBadInput(t *testing.T) {
 		good     any
 	}{
 		{c.nodes["server"].Host(), relay, tree.Protocol, false, map[int]any{}},
+		{c.nodes["server"].Host(), relay, tree.ProtocolV1, false, map[int]any{}},
 		{a1, relay, enroll.RenewProtocol, false, map[int]any{}},
 		{c.nodes["a2"].Host(), relay, revoke.Protocol, false, map[int]any{}},
 		{a1, relay, gossip.SyncProtocol, false, map[int]any{0: 0}},

@@ -251,8 +251,9 @@ func TestStatusWithRelayStalled(t *testing.T) {
 
 // TestTreeWithDeepRelayStalled: server → r1 → r2 → {r3, c2}, and r3
 // stalls as in TestStatusWithRelayStalled. Each relay waits for its own
-// child relays within what its parent waits for it, so some level may be
-// shown as last answered; none shows c2, online throughout, offline.
+// child relays half of what its parent said it waits for it (2 s at the
+// server, 1 s at r1, 0.5 s at r2), so r3 alone is shown as last
+// answered: r2 answers in time, and c2, online throughout, is online.
 func TestTreeWithDeepRelayStalled(t *testing.T) {
 	c := newCluster(t)
 	c.root("server", cert.RoleServer, 0)
@@ -278,5 +279,31 @@ func TestTreeWithDeepRelayStalled(t *testing.T) {
 		if n, ok := find(top, c.id("c2")); !ok || !n.Online {
 			t.Errorf("view %d with r3 stalled: c2 listed %v, online %v; want listed and online", i+1, ok, n.Online)
 		}
+		if n, _ := find(top, c.id("r2")); n.Error != "" {
+			t.Errorf("view %d with r3 stalled: r2, which answers, shown with %q", i+1, n.Error)
+		}
+		if n, _ := find(top, c.id("r3")); !strings.Contains(n.Error, "no answer within") {
+			t.Errorf("view %d with r3 stalled: r3 shown with error %q, stale %v; want no answer", i+1, n.Error, n.Stale)
+		}
+	}
+}
+
+// TestTreeViewOfOlderRelay: a relay that speaks only the tree protocol's
+// version 1.0.0 (no Wait in the request; it refuses fields it does not
+// know) is still asked for its subtree, in that version.
+func TestTreeViewOfOlderRelay(t *testing.T) {
+	c := standard(t)
+	c.nodes["relay-a"].Host().RemoveStreamHandler(tree.Protocol)
+	// As an older relay's identify would say from the start.
+	eventually(t, "the server knows relay-a lacks tree 1.1.0", func() bool {
+		got, err := c.nodes["server"].Host().Peerstore().SupportsProtocols(c.id("relay-a"), tree.Protocol)
+		return err == nil && len(got) == 0
+	})
+	top, err := c.nodes["server"].Tree(context.Background(), -1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ra, ok := find(top, c.id("relay-a")); !ok || ra.Error != "" || ra.Stale || len(ra.Children) != 2 {
+		t.Errorf("relay-a on 1.0.0 in the server's tree: error %q, stale %v, %d children; want its 2, fresh", ra.Error, ra.Stale, len(ra.Children))
 	}
 }

@@ -20,8 +20,13 @@ import (
 	"github.com/swdist/swdist/internal/wire"
 )
 
-// Protocol answers a parent's request for this node's subtree.
-const Protocol protocol.ID = "/swdist/tree/1.0.0"
+// Protocol answers a parent's request for this node's subtree; since
+// 1.1.0 the request says how long the parent waits for the answer
+// (viewReq.Wait). ProtocolV1 is the version before, still answered.
+const (
+	Protocol   protocol.ID = "/swdist/tree/1.1.0"
+	ProtocolV1 protocol.ID = "/swdist/tree/1.0.0"
+)
 
 // maxView bounds a subtree answer: 16 MiB is about 60,000 nodes.
 const maxView = 16 << 20
@@ -120,6 +125,11 @@ func unflatten(list []flatNode) (Node, error) {
 
 type viewReq struct {
 	Depth int `cbor:"0,keyasint"`
+	// Wait is how long the asker waits for the answer, in milliseconds
+	// (Protocol only; 0 over ProtocolV1, whose nodes refuse the field):
+	// the answering relay waits half of it for its own child relays, so
+	// that a stall deep down is shown at its own level.
+	Wait int64 `cbor:"1,keyasint,omitempty"`
 }
 
 type viewResp struct {
@@ -135,8 +145,8 @@ type ViewConfig struct {
 	// Timeout bounds the question to each child relay.
 	Timeout time.Duration
 	// Fresh is how long a view waits for a child relay whose subtree it
-	// has seen before (default 2 s; half that in the answer to a parent,
-	// which waits Fresh for it); one that is slower, or stalled
+	// has seen before (default 2 s; in the answer to a parent, half of
+	// what the parent said it waits, or of Fresh); one that is slower, or stalled
 	// (connected, yet not answering), is shown as it answered last, and
 	// the question goes on within Timeout for the next view.
 	Fresh  time.Duration
@@ -172,7 +182,7 @@ func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
 
 // Start registers the tree protocol; only this node's parent may ask.
 func (v *Viewer) Start() {
-	v.h.SetStreamHandler(Protocol, v.cfg.Member.Guard(func(pr member.Peer, s network.Stream) {
+	serve := v.cfg.Member.Guard(func(pr member.Peer, s network.Stream) {
 		self := v.cfg.Self()
 		if pr.ID != self.Parent {
 			v.log.Warn("tree request from a peer that is not the parent", "peer", pr.ID)
@@ -182,13 +192,26 @@ func (v *Viewer) Start() {
 		_ = wire.Serve(s, 1024, func(req viewReq) (viewResp, error) {
 			ctx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout)
 			defer cancel()
-			return viewResp{Nodes: flatten(v.view(ctx, req.Depth, v.cfg.Fresh/2))}, nil
+			wait := v.cfg.Fresh / 2
+			if req.Wait > 0 {
+				wait = max(time.Duration(req.Wait)*time.Millisecond/2, minWait)
+			}
+			return viewResp{Nodes: flatten(v.view(ctx, req.Depth, wait))}, nil
 		})
-	}))
+	})
+	v.h.SetStreamHandler(Protocol, serve)
+	v.h.SetStreamHandler(ProtocolV1, serve)
 }
 
+// minWait is the least a relay waits for its child relays when it answers
+// its parent.
+const minWait = 20 * time.Millisecond
+
 // Close removes the protocol.
-func (v *Viewer) Close() { v.h.RemoveStreamHandler(Protocol) }
+func (v *Viewer) Close() {
+	v.h.RemoveStreamHandler(Protocol)
+	v.h.RemoveStreamHandler(ProtocolV1)
+}
 
 // View returns this node's subtree down to depth levels below it (negative:
 // all). Child relays that are online are asked for their own subtrees in
@@ -302,10 +325,17 @@ func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int, slow bool) {
 // question to the same relay is asked once at a time, however many views
 // wait for it (each status query asks for one).
 func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.Duration) (Node, error) {
+	v.mu.Lock()
+	_, seen := v.last[p]
+	v.mu.Unlock()
+	wait := v.cfg.Timeout
+	if seen {
+		wait = fresh
+	}
 	ch := v.asks.DoChan(p.String()+"/"+strconv.Itoa(depth), func() (any, error) {
 		actx, cancel := context.WithTimeout(context.Background(), v.cfg.Timeout)
 		defer cancel()
-		sub, err := v.ask(actx, p, depth)
+		sub, err := v.ask(actx, p, depth, wait)
 		if err == nil && depth < 0 {
 			v.mu.Lock()
 			v.last[p], v.lastAt[p] = sub, time.Now()
@@ -313,9 +343,6 @@ func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.
 		}
 		return sub, err
 	})
-	v.mu.Lock()
-	_, seen := v.last[p]
-	v.mu.Unlock()
 	var late <-chan time.Time
 	if seen {
 		t := time.NewTimer(fresh)
@@ -343,14 +370,20 @@ var errSlow = errors.New("no answer")
 // to be shown as it was, not every node offline.
 const lastFresh = time.Minute
 
-func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int) (Node, error) {
+// ask asks child relay p for its subtree down to depth, saying (over
+// Protocol) that this node waits wait for it.
+func (v *Viewer) ask(ctx context.Context, p peer.ID, depth int, wait time.Duration) (Node, error) {
 	ctx, cancel := context.WithTimeout(ctx, v.cfg.Timeout)
 	defer cancel()
-	s, err := v.h.NewStream(network.WithNoDial(ctx, "only ask connected children"), p, Protocol)
+	s, err := v.h.NewStream(network.WithNoDial(ctx, "only ask connected children"), p, Protocol, ProtocolV1)
 	if err != nil {
 		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, err)
 	}
-	resp, err := wire.Call[viewReq, viewResp](s, viewReq{Depth: depth}, maxView)
+	req := viewReq{Depth: depth}
+	if s.Protocol() == Protocol {
+		req.Wait = max(wait.Milliseconds(), 1)
+	}
+	resp, err := wire.Call[viewReq, viewResp](s, req, maxView)
 	if err != nil {
 		return Node{}, fmt.Errorf("ask %s for its subtree: %w", p, err)
 	}
