@@ -146,9 +146,9 @@ type ViewConfig struct {
 	Timeout time.Duration
 	// Fresh is how long a view waits for a child relay whose subtree it
 	// has seen before (default 2 s; in the answer to a parent, half of
-	// what the parent said it waits, or of Fresh); one that is slower, or stalled
-	// (connected, yet not answering), is shown as it answered last, and
-	// the question goes on within Timeout for the next view.
+	// what the parent said it waits, or of Fresh); one that is slower, or
+	// stalled (connected, yet not answering), is shown as it answered
+	// last, and the question goes on within Timeout for the next view.
 	Fresh  time.Duration
 	Logger *slog.Logger
 }
@@ -160,10 +160,15 @@ type Viewer struct {
 	cfg ViewConfig
 	log *slog.Logger
 
-	mu     sync.Mutex
-	last   map[peer.ID]Node      // each child relay's whole subtree, as it last answered
-	lastAt map[peer.ID]time.Time // and when
-	asks   singleflight.Group
+	mu   sync.Mutex
+	last map[peer.ID]answer // each child relay's whole subtree, as it last answered
+	asks singleflight.Group
+}
+
+// An answer is a child relay's subtree, and when it gave it.
+type answer struct {
+	sub Node
+	at  time.Time
 }
 
 // NewViewer makes a Viewer; Start registers its protocol.
@@ -177,7 +182,7 @@ func NewViewer(h host.Host, cfg ViewConfig) *Viewer {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree"), last: map[peer.ID]Node{}, lastAt: map[peer.ID]time.Time{}}
+	return &Viewer{h: h, cfg: cfg, log: cfg.Logger.With("svc", "tree"), last: map[peer.ID]answer{}}
 }
 
 // Start registers the tree protocol; only this node's parent may ask.
@@ -290,8 +295,8 @@ func (v *Viewer) view(ctx context.Context, depth int, fresh time.Duration) Node 
 // was, and the child's Error says how old.
 func (v *Viewer) lastSeen(child *Node, p peer.ID, depth int, slow bool) {
 	v.mu.Lock()
-	sub, ok := v.last[p]
-	at := v.lastAt[p]
+	a, ok := v.last[p]
+	sub, at := a.sub, a.at
 	v.mu.Unlock()
 	if !ok || depth == 0 {
 		return
@@ -338,7 +343,7 @@ func (v *Viewer) askFresh(ctx context.Context, p peer.ID, depth int, fresh time.
 		sub, err := v.ask(actx, p, depth, wait)
 		if err == nil && depth < 0 {
 			v.mu.Lock()
-			v.last[p], v.lastAt[p] = sub, time.Now()
+			v.last[p] = answer{sub, time.Now()}
 			v.mu.Unlock()
 		}
 		return sub, err
