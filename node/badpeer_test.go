@@ -2,7 +2,6 @@ package node_test
 
 import (
 	"context"
-	"io"
 	"io/fs"
 	"math/rand/v2"
 	"os"
@@ -12,11 +11,10 @@ import (
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/internal/membertest"
 	"github.com/swdist/swdist/internal/wire"
 )
 
@@ -142,10 +140,7 @@ func TestStoppedSitePeer(t *testing.T) {
 			t.Fatalf("%s: %v", name, err)
 		}
 	}
-	stopped := func(s network.Stream) { _, _ = io.Copy(io.Discard, s) } // until the asker gives up
-	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
-		c.nodes["a3"].Host().SetStreamHandler(proto, stopped)
-	}
+	membertest.StopAnswering(t, c.nodes["a3"].Host(), exchange.Protocol, exchange.ProtocolV1)
 
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

@@ -9,13 +9,12 @@ import (
 	"time"
 
 	"github.com/ipfs/go-cid"
-	"github.com/libp2p/go-libp2p/core/network"
-	"github.com/libp2p/go-libp2p/core/protocol"
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/hierarchy/cert"
+	"github.com/swdist/swdist/internal/membertest"
 	"github.com/swdist/swdist/node"
 	"github.com/swdist/swdist/node/api"
 )
@@ -167,12 +166,7 @@ func TestStalledRelayFallsBack(t *testing.T) {
 	ctx := context.Background()
 	p := randomPackage(t, c, "server", 1<<20, 23)
 	relay := c.nodes["relay-a"].Host()
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	stopped := func(s network.Stream) { <-release; _ = s.Reset() }
-	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
-		relay.SetStreamHandler(proto, stopped)
-	}
+	membertest.StopAnswering(t, relay, exchange.Protocol, exchange.ProtocolV1)
 	relay.Network().(*swarm.Swarm).ListenClose(relay.Network().ListenAddresses()...)
 
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -211,18 +205,11 @@ func TestRelayWaitsForStalledRoot(t *testing.T) {
 	if err := relay.CopyBlock(ctx, server, root); err != nil {
 		t.Fatal(err)
 	}
-	resume := make(chan struct{})
-	stalled := func(s network.Stream) {
-		<-resume
-		_ = s.Reset()
-	}
-	for _, proto := range []protocol.ID{exchange.Protocol, exchange.ProtocolV1, ping.ID} {
-		server.Host().SetStreamHandler(proto, stalled)
-	}
+	release := membertest.StopAnswering(t, server.Host(), exchange.Protocol, exchange.ProtocolV1)
 	time.AfterFunc(2*time.Second, func() {
 		server.ServeBlocks()
 		server.Host().SetStreamHandler(ping.ID, ping.NewPingService(server.Host()).PingHandler)
-		close(resume)
+		release()
 	})
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()

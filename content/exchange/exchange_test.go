@@ -13,8 +13,6 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
-	"github.com/libp2p/go-libp2p/core/protocol"
-	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/content/blocks"
 	"github.com/swdist/swdist/hierarchy/cert"
@@ -482,12 +480,7 @@ func TestStoppedSiblingPointedTo(t *testing.T) {
 	defer cancel()
 	parent, a, b, x := sentToSibling(t, ctx, Config{Quiet: 300 * time.Millisecond})
 	connect(t, a, b)
-	release := make(chan struct{})
-	t.Cleanup(func() { close(release) })
-	stopped := func(s network.Stream) { <-release; _ = s.Reset() }
-	for _, p := range []protocol.ID{Protocol, ProtocolV1, ping.ID} {
-		a.H.SetStreamHandler(p, stopped)
-	}
+	membertest.StopAnswering(t, a.H, Protocol, ProtocolV1)
 	if missing, err := b.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
 		t.Fatalf("b, pointed to a stopped sibling (it may take 30 s): missing %v, %v", missing, err)
 	}
@@ -519,11 +512,7 @@ func TestSendingPeerKept(t *testing.T) {
 	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 1500 * time.Millisecond})
 	connect(t, a, b)
 	x := putRandom(t, a.store, 1<<10)
-	release := make(chan struct{})
-	held := func(s network.Stream) { <-release; _ = s.Reset() }
-	for _, p := range []protocol.ID{Protocol, ProtocolV1, ping.ID} {
-		a.H.SetStreamHandler(p, held)
-	}
+	release := membertest.StopAnswering(t, a.H, Protocol, ProtocolV1)
 	const chatter = "/swdist/test/chatter"
 	b.H.SetStreamHandler(chatter, func(s network.Stream) { _, _ = io.Copy(io.Discard, s) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -537,7 +526,7 @@ func TestSendingPeerKept(t *testing.T) {
 		buf := make([]byte, 1024)
 		for {
 			select {
-			case <-release:
+			case <-ctx.Done():
 				return
 			case <-time.After(100 * time.Millisecond):
 			}
@@ -546,7 +535,7 @@ func TestSendingPeerKept(t *testing.T) {
 			}
 		}
 	}()
-	time.AfterFunc(6*time.Second, func() { close(release) })
+	time.AfterFunc(6*time.Second, release)
 	_, _ = b.svc.Fetch(ctx, a.H.ID(), []cid.Cid{x}) // reset after 6 s
 	if n := b.svc.GaveUp()[a.H.ID()]; n != 0 {
 		t.Errorf("b gave a up %d times, though a kept sending", n)

@@ -7,13 +7,17 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p"
 	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/metrics"
+	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
+	"github.com/libp2p/go-libp2p/p2p/protocol/ping"
 
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
@@ -65,3 +69,24 @@ func Connect(t testing.TB, a, b *Node) {
 
 // Quiet is a logger that drops everything.
 func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// StopAnswering has h answer nothing on protos and on ping, as a process
+// that was stopped (which a test in one process cannot have) while its
+// connections live on: each stream there is held, unread, until release
+// is called, then reset. Release, which the end of the test calls too,
+// leaves the handlers in place: whoever wants them answering again sets
+// them anew.
+func StopAnswering(t testing.TB, h host.Host, protos ...protocol.ID) (release func()) {
+	done := make(chan struct{})
+	var once sync.Once
+	release = func() { once.Do(func() { close(done) }) }
+	t.Cleanup(release)
+	held := func(s network.Stream) {
+		<-done
+		_ = s.Reset()
+	}
+	for _, p := range append(protos, ping.ID) {
+		h.SetStreamHandler(p, held)
+	}
+	return release
+}
