@@ -144,7 +144,7 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	fmt.Printf("Job: %s wanbench@1 to role=client (%d clients)...\n", o.jobType, len(c.allClients()))
 	if o.lateRelay > 0 {
 		late := c.relays[len(c.relays)-1]
-		cont, err := stopFor(late, o.lateRelay)
+		cont, err := stopFor(late, 0, o.lateRelay, nil)
 		if err != nil {
 			return r, err
 		}
@@ -160,28 +160,14 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	fmt.Printf("  %5.2f s  job %s signed and accepted by the server ('swdist job create')\n", time.Since(t0).Seconds(), id)
 	if o.stallRelay > 0 {
 		stalled := c.relays[len(c.relays)-1]
-		var (
-			mu   sync.Mutex
-			cont func()
-		)
-		stop := time.AfterFunc(time.Until(t0.Add(stallAfter)), func() {
-			mu.Lock()
-			defer mu.Unlock()
-			var err error
-			if cont, err = stopFor(stalled, o.stallRelay); err != nil {
+		cont, _ := stopFor(stalled, time.Until(t0.Add(stallAfter)), o.stallRelay, func(err error) {
+			if err != nil {
 				fmt.Println("  ", err)
 				return
 			}
 			fmt.Printf("  %5.2f s  %s stopped (SIGSTOP); continued %s after\n", time.Since(t0).Seconds(), stalled.name, o.stallRelay)
 		})
-		defer func() {
-			stop.Stop()
-			mu.Lock()
-			defer mu.Unlock()
-			if cont != nil {
-				cont()
-			}
-		}()
+		defer cont()
 	}
 	last, lastAt := before, t0
 	lastCPU := readCPU()
@@ -691,16 +677,47 @@ func (n *node) cpuSeconds() float64 {
 // relay: it is fetching by then, and its siblings wait for its share.
 const stallAfter = 2 * time.Second
 
-// stopFor stops node n's process (SIGSTOP) and has it continued (SIGCONT)
-// after d; cont continues it at once if it is still stopped (at the end
-// of the run, whatever happens).
-func stopFor(n *node, d time.Duration) (cont func(), err error) {
+// stopFor stops node n's process (SIGSTOP) after delay (at once, and
+// with its error returned, if delay is 0; else stopped, if set, is told
+// how it went) and has it continued (SIGCONT) d after that. cont, for the
+// end of the run whatever happens, continues it at once if it is stopped
+// and keeps it from being stopped if it is not yet.
+func stopFor(n *node, delay, d time.Duration, stopped func(error)) (cont func(), err error) {
 	p := n.cmd.Process
-	if err := p.Signal(syscall.SIGSTOP); err != nil {
-		return nil, fmt.Errorf("stop %s: %w", n.name, err)
+	var (
+		mu     sync.Mutex
+		ended  bool
+		resume *time.Timer
+	)
+	// stop says whether the run had ended already (then it does nothing).
+	stop := func() (late bool, err error) {
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return true, nil
+		}
+		if err := p.Signal(syscall.SIGSTOP); err != nil {
+			return false, fmt.Errorf("stop %s: %w", n.name, err)
+		}
+		resume = time.AfterFunc(d, func() { _ = p.Signal(syscall.SIGCONT) })
+		return false, nil
 	}
-	var once sync.Once
-	resume := func() { once.Do(func() { _ = p.Signal(syscall.SIGCONT) }) }
-	t := time.AfterFunc(d, resume)
-	return func() { t.Stop(); resume() }, nil
+	end := func() {
+		mu.Lock()
+		defer mu.Unlock()
+		ended = true
+		if resume != nil && resume.Stop() {
+			_ = p.Signal(syscall.SIGCONT)
+		}
+	}
+	if delay <= 0 {
+		_, err := stop()
+		return end, err
+	}
+	later := time.AfterFunc(delay, func() {
+		if late, err := stop(); !late && stopped != nil {
+			stopped(err)
+		}
+	})
+	return func() { later.Stop(); end() }, nil
 }
