@@ -1,18 +1,21 @@
 // Package exchange moves blocks between members of the tree over the
-// protocol /swdist/blocks/1.1.0: a node asks a peer for a list of CIDs and
+// protocol /swdist/blocks/1.2.0: a node asks a peer for a list of CIDs and
 // gets each block or "missing" back; every block is checked against its CID
 // before it is stored. A relay that is asked for blocks it does not hold
 // fetches them from its own parent first (pull-through), so that a package
 // crosses each link about once, whoever asks first. A parent that sent a
 // block across its link to one of a group of children (Config.Kin) points
 // another of them that asks for it to that one (reply.At) rather than send
-// it again, unless the asker insists (want.Force).
+// it again, unless the asker insists (want.Force). A node whose answer
+// has to wait says so now and then (beat.go), so that an asker can tell a
+// peer that is stuck from one that is waiting.
 package exchange
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -33,15 +36,25 @@ import (
 	"github.com/swdist/swdist/internal/wire"
 )
 
-// Protocol asks a peer for blocks; in this version a parent may point the
-// asker to a sibling for some of them (reply.At) and the asker may insist
-// (want.Force).
-const Protocol protocol.ID = "/swdist/blocks/1.1.0"
+// Protocol asks a peer for blocks; in this version an answer that waits
+// says so (reply.Wait, see beat.go).
+const Protocol protocol.ID = "/swdist/blocks/1.2.0"
 
-// ProtocolV1 is the version before redirects: served to peers that do not
-// speak Protocol yet (never pointed elsewhere), and spoken to a peer that
-// does not.
+// ProtocolV11 is the version before beats, in which a parent may point the
+// asker to a sibling for some blocks (reply.At) and the asker may insist
+// (want.Force). Like ProtocolV1, it is served to peers that do not speak
+// Protocol yet, and spoken to a peer that does not.
+const ProtocolV11 protocol.ID = "/swdist/blocks/1.1.0"
+
+// ProtocolV1 is the version before redirects (never pointed elsewhere).
 const ProtocolV1 protocol.ID = "/swdist/blocks/1.0.0"
+
+// protocols are the versions this node asks in, the newest first.
+var protocols = []protocol.ID{Protocol, ProtocolV11, ProtocolV1}
+
+// Protocols are the versions of the protocol this package serves, the
+// newest first.
+func Protocols() []protocol.ID { return slices.Clone(protocols) }
 
 // Limits of one request.
 const (
@@ -78,6 +91,10 @@ type want struct {
 	// not fetched from its own parent (the asker's), which would send them
 	// across its link anyway and then once more across this node's.
 	Pointed bool `cbor:"2,keyasint,omitempty"`
+	// Beat is how often, in milliseconds, an answer that waits is to say
+	// so (Protocol only; 0: never; see beat.go): a quarter of how long the
+	// asker waits for a peer that sends nothing.
+	Beat int64 `cbor:"3,keyasint,omitempty"`
 }
 
 type reply struct {
@@ -89,6 +106,9 @@ type reply struct {
 	// the addresses AtAddrs (a few of those this node knows).
 	At      []byte   `cbor:"3,keyasint,omitempty"`
 	AtAddrs [][]byte `cbor:"4,keyasint,omitempty"`
+	// Wait, with no CID, is a beat (Protocol only): the answer waits for
+	// its next block (see beat.go).
+	Wait bool `cbor:"5,keyasint,omitempty"`
 }
 
 // ErrBadBlock: a peer sent a block that did not match its CID. The block
@@ -122,6 +142,11 @@ type Config struct {
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
+	// Stuck (default 30 s) is how long a request over Protocol waits for
+	// a peer that sends nothing for it, neither blocks nor beats: one
+	// whose blocks handler hangs (see beat.go); it asks the peers it
+	// fetches from to beat every Stuck/4 while their answers wait.
+	Stuck time.Duration
 	// BytesIn, if set, is all that this node has received from a peer,
 	// on any protocol: while requests to a peer are in flight, one that
 	// sends nothing for Quiet (default 5 s) and answers no ping within
@@ -130,9 +155,9 @@ type Config struct {
 	BytesIn func(peer.ID) int64
 	Quiet   time.Duration
 	// MayGiveUp, if set, says whether a peer that stopped answering may be
-	// given up: not one there is no other source for (a relay's parent
-	// when it has no ancestor to fall back to), whose requests had better
-	// wait for it.
+	// given up, or a request to it failed as stuck: not one there is no
+	// other source for (a relay's parent when it has no ancestor to fall
+	// back to), whose requests had better wait for it.
 	MayGiveUp func(peer.ID) bool
 	Logger    *slog.Logger
 }
@@ -154,9 +179,11 @@ type Service struct {
 	pointers int
 	// failedHolder: when a sibling this node was pointed to last failed it.
 	failedHolder map[peer.ID]time.Time
-	owed         map[peer.ID]*owed // peers with requests in flight (watch.go)
-	gaveUp       map[peer.ID]int64 // peers given up, with their byte counts then
-	gaveUpCount  map[peer.ID]int   // times each was given up
+	owed         map[peer.ID]*owed      // peers with requests in flight (watch.go)
+	gaveUp       map[peer.ID]int64      // peers given up, with their byte counts then
+	gaveUpCount  map[peer.ID]int        // times each was given up
+	answered     map[peer.ID]*lastHeard // see beat.go
+	stuck        map[peer.ID]time.Time  // when a request to a peer last failed with ErrStuck
 
 	ctx  context.Context // ends with Close
 	stop context.CancelFunc
@@ -196,10 +223,14 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Quiet == 0 {
 		cfg.Quiet = 5 * time.Second
 	}
+	if cfg.Stuck == 0 {
+		cfg.Stuck = 30 * time.Second
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
 		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{},
-		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, gaveUpCount: map[peer.ID]int{}, ctx: ctx, stop: stop}
+		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, gaveUpCount: map[peer.ID]int{}, answered: map[peer.ID]*lastHeard{},
+		stuck: map[peer.ID]time.Time{}, ctx: ctx, stop: stop}
 }
 
 // Start serves the protocol to verified members.
@@ -223,7 +254,12 @@ func (s *Service) Start() {
 			}
 			ids = append(ids, c)
 		}
-		v11 := str.Protocol() == Protocol
+		v12 := str.Protocol() == Protocol
+		v11 := v12 || str.Protocol() == ProtocolV11
+		bt := beater{str: str}
+		if v12 && w.Beat > 0 {
+			bt.every = max(time.Duration(w.Beat)*time.Millisecond, minBeat)
+		}
 		// Blocks a sibling of the asker got from here: it is pointed there,
 		// at once (a few bytes each: not in the turn of the blocks).
 		if v11 && !w.Force {
@@ -292,11 +328,13 @@ func (s *Service) Start() {
 						s.log.Error("serve block", "cid", c, "err", err)
 					}
 				}
-				if err := lim.Wait(ctx, len(r.Data)); err != nil {
-					_ = str.Reset()
-					return
+				if lim != nil {
+					if err := bt.wait(ctx, func(ctx context.Context) error { return lim.Wait(ctx, len(r.Data)) }); err != nil {
+						_ = str.Reset()
+						return
+					}
 				}
-				if err := s.write(ctx, str, pr.ID, r, remote); err != nil {
+				if err := s.write(ctx, str, pr.ID, r, remote, bt); err != nil {
 					_ = str.Reset()
 					return
 				}
@@ -308,17 +346,24 @@ func (s *Service) Start() {
 			if len(pending) == 0 {
 				break
 			}
-			select {
-			case <-arrived:
-			case <-upDone:
-			case <-ctx.Done():
+			err := bt.wait(ctx, func(ctx context.Context) error {
+				select {
+				case <-arrived:
+				case <-upDone:
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return nil
+			})
+			if err != nil {
 				_ = str.Reset()
 				return
 			}
 		}
 	})
-	s.h.SetStreamHandler(Protocol, serve)
-	s.h.SetStreamHandler(ProtocolV1, serve)
+	for _, p := range protocols {
+		s.h.SetStreamHandler(p, serve)
+	}
 }
 
 // A pointer is a block asked for, c, and the sibling of the asker to
@@ -418,12 +463,18 @@ func (s *Service) noteSent(pr member.Peer, c []byte) {
 
 // write sends r to p on str in its turn (and, across the uplink, at its
 // fair share of it), counting a block sent.
-func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply, remote bool) error {
-	release, err := s.takeTurn(ctx, p)
+func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply, remote bool, bt beater) error {
+	var release func()
+	err := bt.wait(ctx, func(ctx context.Context) (err error) {
+		release, err = s.takeTurn(ctx, p)
+		return err
+	})
+	if release != nil {
+		defer release()
+	}
 	if err != nil {
 		return err
 	}
-	defer release()
 	var done func(n int)
 	if remote && !r.Missing {
 		if done, err = s.fair.wait(ctx, p); err != nil {
@@ -487,8 +538,9 @@ func isClosed(ch chan struct{}) bool {
 
 // Close stops serving.
 func (s *Service) Close() {
-	s.h.RemoveStreamHandler(Protocol)
-	s.h.RemoveStreamHandler(ProtocolV1)
+	for _, p := range protocols {
+		s.h.RemoveStreamHandler(p)
+	}
 	s.stop()
 }
 
@@ -640,7 +692,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	got = map[string]bool{}
 	ctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	defer cancel()
-	str, err := s.h.NewStream(ctx, p, Protocol, ProtocolV1)
+	str, err := s.h.NewStream(ctx, p, protocols...)
 	if err != nil {
 		return got, nil, fmt.Errorf("ask %s for blocks: %w", p, err)
 	}
@@ -659,11 +711,22 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 			_ = str.Close()
 		}
 	}()
-	if dl, ok := ctx.Deadline(); ok {
+	dl, _ := ctx.Deadline()
+	if !dl.IsZero() {
 		_ = str.SetDeadline(dl)
 	}
-	v11 := str.Protocol() == Protocol
+	v12 := str.Protocol() == Protocol
+	v11 := v12 || str.Protocol() == ProtocolV11
+	var rd io.Reader = str
+	if v12 && (s.cfg.MayGiveUp == nil || s.cfg.MayGiveUp(p)) {
+		last, done := s.heardFrom(p)
+		defer done()
+		rd = &idleReader{str: str, last: last, start: time.Now().UnixNano(), stuck: s.cfg.Stuck, end: dl}
+	}
 	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
+	if v12 {
+		w.Beat = (s.cfg.Stuck / 4).Milliseconds()
+	}
 	wanted := map[string]bool{}
 	for i, c := range group {
 		w.CIDs[i] = c.Bytes()
@@ -676,12 +739,25 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	if s.cfg.FetchLimit != nil {
 		lim = s.cfg.FetchLimit(p)
 	}
-	bad := 0
-	for range group {
+	bad, beats := 0, 0
+	for answered := 0; answered < len(group); {
 		var r reply
-		if err := wire.Read(str, maxBlock+1024, &r); err != nil {
+		if err := wire.Read(rd, maxBlock+1024, &r); err != nil {
+			if errors.Is(err, ErrStuck) {
+				s.noteStuck(p)
+			}
 			return got, at, fmt.Errorf("blocks from %s: %w", p, err)
 		}
+		if r.Wait && v12 && r.CID == nil {
+			// A beat: the peer waits for the next block. At most one per
+			// minBeat of the request's time.
+			if beats++; beats > int(s.cfg.Timeout/minBeat) {
+				s.penalise(p)
+				return got, at, fmt.Errorf("blocks from %s: %d beats, more than a request's time has room for", p, beats)
+			}
+			continue
+		}
+		answered++
 		c, err := cid.Cast(r.CID)
 		if err != nil || !wanted[c.KeyString()] {
 			s.penalise(p)

@@ -3,6 +3,7 @@ package exchange
 import (
 	"context"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -13,8 +14,10 @@ import (
 	"github.com/ipfs/go-cid"
 	"github.com/libp2p/go-libp2p/core/network"
 	"github.com/libp2p/go-libp2p/core/peer"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/swdist/swdist/content/blocks"
+	"github.com/swdist/swdist/content/ratelimit"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/certtest"
@@ -72,7 +75,13 @@ func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 
 func ask(t *testing.T, ctx context.Context, from, to *node, cids ...cid.Cid) network.Stream {
 	t.Helper()
-	str, err := from.H.NewStream(ctx, to.H.ID(), Protocol)
+	return askOver(t, ctx, Protocol, from, to, cids...)
+}
+
+// askOver is ask in version proto.
+func askOver(t *testing.T, ctx context.Context, proto protocol.ID, from, to *node, cids ...cid.Cid) network.Stream {
+	t.Helper()
+	str, err := from.H.NewStream(ctx, to.H.ID(), proto)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -480,7 +489,7 @@ func TestStoppedSiblingPointedTo(t *testing.T) {
 	defer cancel()
 	parent, a, b, x := sentToSibling(t, ctx, Config{Quiet: 300 * time.Millisecond})
 	connect(t, a, b)
-	membertest.StopAnswering(t, a.H, Protocol, ProtocolV1)
+	membertest.StopAnswering(t, a.H, Protocols()...)
 	if missing, err := b.svc.Fetch(ctx, parent.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
 		t.Fatalf("b, pointed to a stopped sibling (it may take 30 s): missing %v, %v", missing, err)
 	}
@@ -512,7 +521,7 @@ func TestSendingPeerKept(t *testing.T) {
 	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 1500 * time.Millisecond})
 	connect(t, a, b)
 	x := putRandom(t, a.store, 1<<10)
-	release := membertest.StopAnswering(t, a.H, Protocol, ProtocolV1)
+	release := membertest.StopAnswering(t, a.H, Protocols()...)
 	const chatter = "/swdist/test/chatter"
 	b.H.SetStreamHandler(chatter, func(s network.Stream) { _, _ = io.Copy(io.Discard, s) })
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -539,5 +548,123 @@ func TestSendingPeerKept(t *testing.T) {
 	_, _ = b.svc.Fetch(ctx, a.H.ID(), []cid.Cid{x}) // reset after 6 s
 	if n := b.svc.GaveUp()[a.H.ID()]; n != 0 {
 		t.Errorf("b gave a up %d times, though a kept sending", n)
+	}
+}
+
+// TestStuckPeerFails: a request to a peer whose blocks handler hangs
+// while the peer lives on (it answers pings, so the watch keeps it) fails
+// with ErrStuck once nothing came for Stuck, not at Timeout. (A fake: the
+// handler never answers, as one stuck on its disk would; a disk that
+// hangs cannot be had here.)
+func TestStuckPeerFails(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Stuck: time.Second, Timeout: time.Minute})
+	connect(t, a, b)
+	x := putRandom(t, a.store, 1<<10)
+	membertest.Hang(t, a.H, Protocols()...)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	missing, err := b.svc.Fetch(ctx, a.H.ID(), []cid.Cid{x})
+	if !errors.Is(err, ErrStuck) || len(missing) != 1 {
+		t.Fatalf("from a peer whose handler hangs: missing %v, %v; want it missing, with ErrStuck", missing, err)
+	}
+	if n := b.svc.GaveUp()[a.H.ID()]; n != 0 {
+		t.Errorf("b gave a up %d times, though a answers pings", n)
+	}
+}
+
+// TestWaitingAnswerBeats: an answer that waits longer than the asker's
+// Stuck, for the server's own upstream or for its rate limit, says so
+// (beats) and the block arrives; without the beats the asker would fail
+// it with ErrStuck.
+func TestWaitingAnswerBeats(t *testing.T) {
+	const stuck = 500 * time.Millisecond
+	tests := []struct {
+		name string
+		cfg  func(server **node, data []byte, c *cid.Cid) Config
+	}{
+		{"pull-through", func(server **node, data []byte, c *cid.Cid) Config {
+			return Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
+				select {
+				case <-time.After(4 * stuck):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				return (*server).store.Put(ctx, *c, data)
+			}}
+		}},
+		{"rate limit", func(server **node, data []byte, c *cid.Cid) Config {
+			// 64 KiB at 16 KiB/s: about 4 s of waits between its steps.
+			lim := ratelimit.New(16<<10, nil)
+			return Config{ServeLimit: func(member.Peer) *ratelimit.Limiter { return lim }}
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := certtest.NewOrg(t)
+			rn := o.RootNode(t)
+			data := make([]byte, 64<<10)
+			if _, err := rand.Read(data); err != nil {
+				t.Fatal(err)
+			}
+			c, err := blocks.CID(cid.Raw, data)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var server *node
+			server = startWith(t, o, rn, tt.cfg(&server, data, &c))
+			if tt.name == "rate limit" {
+				if err := server.store.Put(context.Background(), c, data); err != nil {
+					t.Fatal(err)
+				}
+			}
+			client := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "a"), Config{Stuck: stuck})
+			connect(t, client, server)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			if missing, err := client.svc.Fetch(ctx, server.H.ID(), []cid.Cid{c}); err != nil || len(missing) > 0 {
+				t.Fatalf("an answer that waits: missing %v, %v", missing, err)
+			}
+		})
+	}
+}
+
+// TestNoBeatsToOlderAskers: a node that asks over ProtocolV11 (which
+// knows no beats, and whose nodes refuse fields they do not know) gets
+// its block as the first answer, however long the answer waits.
+func TestNoBeatsToOlderAskers(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	data := make([]byte, 1<<10)
+	if _, err := rand.Read(data); err != nil {
+		t.Fatal(err)
+	}
+	c, err := blocks.CID(cid.Raw, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var server *node
+	server = startWith(t, o, rn, Config{Stuck: 200 * time.Millisecond, Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
+		select {
+		case <-time.After(time.Second):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return server.store.Put(ctx, c, data)
+	}})
+	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	connect(t, client, server)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	s := askOver(t, ctx, ProtocolV11, client, server, c)
+	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
+	var r reply
+	if err := wire.Read(s, maxBlock+1024, &r); err != nil {
+		t.Fatal(err)
+	}
+	if r.Wait || string(r.Data) != string(data) {
+		t.Fatalf("first answer over %s: wait=%v, %d bytes; want the block", ProtocolV11, r.Wait, len(r.Data))
 	}
 }

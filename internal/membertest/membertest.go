@@ -77,6 +77,13 @@ func Quiet() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)
 // leaves the handlers in place: whoever wants them answering again sets
 // them anew.
 func StopAnswering(t testing.TB, h host.Host, protos ...protocol.ID) (release func()) {
+	return Hang(t, h, append(protos, ping.ID)...)
+}
+
+// Hang has h's handlers for protos hold every stream until release (or
+// the test's end), then reset it, as handlers stuck on a disk that stopped
+// answering would; h answers on other protocols as before.
+func Hang(t testing.TB, h host.Host, protos ...protocol.ID) (release func()) {
 	done := make(chan struct{})
 	var once sync.Once
 	release = func() { once.Do(func() { close(done) }) }
@@ -85,7 +92,7 @@ func StopAnswering(t testing.TB, h host.Host, protos ...protocol.ID) (release fu
 		<-done
 		_ = s.Reset()
 	}
-	for _, p := range append(protos, ping.ID) {
+	for _, p := range protos {
 		h.SetStreamHandler(p, held)
 	}
 	return release
