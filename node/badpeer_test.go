@@ -10,7 +10,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/libp2p/go-libp2p/core/host"
 	"github.com/libp2p/go-libp2p/core/network"
+	"github.com/libp2p/go-libp2p/core/protocol"
 
 	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/hierarchy/cert"
@@ -22,6 +24,7 @@ import (
 // carries them (the exchange's own types are unexported).
 type wantMsg struct {
 	CIDs [][]byte `cbor:"0,keyasint"`
+	Beat int64    `cbor:"3,keyasint,omitempty"` // 1.2.0: how often an answer that waits says so, ms
 }
 
 type replyMsg struct {
@@ -113,45 +116,63 @@ func TestBadSitePeers(t *testing.T) {
 	}
 }
 
-// TestStoppedSitePeer: one of a client's site peers stops answering
-// anything at all, as a process that was stopped or a machine that froze
-// (here its blocks and ping handlers never answer, as a stopped process
-// cannot be had in this one; its connection lives on). The request
-// timeout is the default 2 minutes, yet the client gets the whole package
-// within one: the peer, which owes it blocks and sends nothing, is pinged,
-// given up when the ping goes unanswered, and its share comes from the
-// relay and the other peer.
+// TestStoppedSitePeer: one of a client's site peers stops answering,
+// while the client fetches from it. The request timeout is the default 2
+// minutes, yet the client gets the whole package within one, its share
+// from the relay and the other peer:
+//   - stopped: the peer answers nothing at all, as a process that was
+//     stopped or a machine that froze. It owes the client blocks and sends
+//     nothing, so it is pinged, and given up when the ping goes
+//     unanswered.
+//   - stuck: only its blocks handler hangs, as one on a disk that stopped
+//     answering; it answers pings. Its answers send nothing, not even word
+//     that they wait, so they fail as stuck.
+//
+// (Fakes, as neither a stopped process nor a hung disk can be had in this
+// one: the peer's handlers hold every stream; its connection lives on.)
 func TestStoppedSitePeer(t *testing.T) {
-	c := newCluster(t)
-	c.peerQuiet = 300 * time.Millisecond
-	c.root("server", cert.RoleServer, 0)
-	c.join("relay-a", "server", cert.RoleRelay, "a")
-	for _, name := range []string{"a1", "a2", "a3"} {
-		c.join(name, "relay-a", cert.RoleClient, "a")
+	tests := []struct {
+		name         string
+		quiet, stuck time.Duration
+		stop         func(t testing.TB, h host.Host, protos ...protocol.ID) (release func())
+	}{
+		{"stopped", 300 * time.Millisecond, 0, membertest.StopAnswering},
+		{"stuck", 0, time.Second, membertest.Hang},
 	}
-	for _, name := range []string{"relay-a", "a1", "a2", "a3"} {
-		eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
-	}
-	ctx := context.Background()
-	p := randomPackage(t, c, "server", 8<<20, 22)
-	// a1 and a3 fetch it first: the relay names them as a2's peers.
-	for _, name := range []string{"a1", "a3"} {
-		if _, err := c.nodes[name].FetchPackage(ctx, p.CID); err != nil {
-			t.Fatalf("%s: %v", name, err)
-		}
-	}
-	membertest.StopAnswering(t, c.nodes["a3"].Host(), exchange.Protocol, exchange.ProtocolV1)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := newCluster(t)
+			c.peerQuiet, c.peerStuck = tt.quiet, tt.stuck
+			c.root("server", cert.RoleServer, 0)
+			c.join("relay-a", "server", cert.RoleRelay, "a")
+			for _, name := range []string{"a1", "a2", "a3"} {
+				c.join(name, "relay-a", cert.RoleClient, "a")
+			}
+			for _, name := range []string{"relay-a", "a1", "a2", "a3"} {
+				eventually(t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
+			}
+			ctx := context.Background()
+			p := randomPackage(t, c, "server", 8<<20, 22)
+			// a1 and a3 fetch it first: the relay names them as a2's peers.
+			for _, name := range []string{"a1", "a3"} {
+				if _, err := c.nodes[name].FetchPackage(ctx, p.CID); err != nil {
+					t.Fatalf("%s: %v", name, err)
+				}
+			}
+			tt.stop(t, c.nodes["a3"].Host(), exchange.Protocols()...)
 
-	fctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	got, err := c.nodes["a2"].FetchPackage(fctx, p.CID)
-	if err != nil || !got.Held {
-		t.Fatalf("a2 with a stopped peer (the request timeout is 2 minutes): %+v, %v", got, err)
-	}
-	if n := c.nodes["a3"].BlocksServed()[c.id("a2")]; n != 0 {
-		t.Errorf("a3, stopped, served a2 %d blocks", n)
-	}
-	if relay, a1 := c.nodes["relay-a"].BlocksServed()[c.id("a2")], c.nodes["a1"].BlocksServed()[c.id("a2")]; relay+a1 < p.Chunks {
-		t.Errorf("relay-a and a1 served a2 %d and %d blocks, of %d", relay, a1, p.Chunks)
+			fctx, cancel := context.WithTimeout(ctx, time.Minute)
+			defer cancel()
+			got, err := c.nodes["a2"].FetchPackage(fctx, p.CID)
+			if err != nil || !got.Held {
+				t.Fatalf("a2 with a %s peer (the request timeout is 2 minutes): %+v, %v", tt.name, got, err)
+			}
+			if n := c.nodes["a3"].BlocksServed()[c.id("a2")]; n != 0 {
+				t.Errorf("a3, %s, served a2 %d blocks", tt.name, n)
+			}
+			if relay, a1 := c.nodes["relay-a"].BlocksServed()[c.id("a2")], c.nodes["a1"].BlocksServed()[c.id("a2")]; relay+a1 < p.Chunks {
+				t.Errorf("relay-a and a1 served a2 %d and %d blocks, of %d", relay, a1, p.Chunks)
+			}
+		})
 	}
 }

@@ -221,11 +221,11 @@ func (n *Node) pullThrough(ctx context.Context, cids []cid.Cid, how pull) error 
 }
 
 // fromUpstream fetches cids from the parent (see pullThrough for force)
-// or, while the parent is not reachable, or was given up for not
-// answering and not heard from since, from the nearest ancestor that is
-// (they serve nodes that are not their children at a limited rate).
+// or, while the parent is not reachable or is passed over (passOver),
+// from the nearest ancestor that is (they serve nodes that are not their
+// children at a limited rate).
 func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid, force bool) ([]cid.Cid, error) {
-	givenUp := n.exchange.GivenUp(n.parent)
+	givenUp := n.passOver(n.parent)
 	if _, ok := n.member.Peer(n.parent); !ok && !givenUp {
 		if left := ancestorTry - time.Since(n.started); left > 0 {
 			// Just started: the parent link may not be up yet.
@@ -257,6 +257,12 @@ func (n *Node) fromUpstream(ctx context.Context, cids []cid.Cid, force bool) ([]
 	}
 	return cids, fmt.Errorf("no upstream reachable: %w", errors.Join(errs...))
 }
+
+// passOver says whether peer p is not to be asked for blocks for now: it
+// was given up for not answering and not heard from since, or a request
+// to it got stuck (it sent nothing, not even word that it waits) within
+// the last minute.
+func (n *Node) passOver(p peer.ID) bool { return n.exchange.GivenUp(p) || n.exchange.WasStuck(p) }
 
 // bytesFrom is all that this node received from p since it started, on
 // any protocol (libp2p's meters, updated once a second).
@@ -336,9 +342,9 @@ func (n *Node) fetchPackage(ctx context.Context, root cid.Cid, progress func(hel
 			return pkg.Root{}, fmt.Errorf("package %s is not held here, and this node has no parent to fetch it from", root)
 		}
 		err := n.pullThrough(ctx, []cid.Cid{root}, pull{})
-		if err != nil && n.exchange.GivenUp(n.parent) {
-			// The parent stopped answering while it was asked: once more,
-			// from an ancestor.
+		if err != nil && n.passOver(n.parent) {
+			// The parent stopped answering, or its answer got stuck, while
+			// it was asked: once more, from an ancestor.
 			err = n.pullThrough(ctx, []cid.Cid{root}, pull{})
 		}
 		if err != nil {
@@ -763,12 +769,12 @@ func endgameLimit(total uint64, members int, fraction float64, spent, up uint64)
 }
 
 // retryPeer says whether a peer whose request failed with err is asked
-// again rather than dropped: not if it sent a bad block, stalled or was
-// given up for not answering (exchange.GivenUp), and not once it has been
-// failing for peerRetryFor.
+// again rather than dropped: not if it sent a bad block, stalled, got
+// stuck or is passed over (passOver), and not once it has been failing for
+// peerRetryFor.
 func (n *Node) retryPeer(p peer.ID, err error, failed map[peer.ID]time.Time) bool {
-	if errors.Is(err, exchange.ErrBadBlock) || errors.Is(err, context.DeadlineExceeded) || errors.Is(err, os.ErrDeadlineExceeded) ||
-		n.exchange.BadBlocks()[p] > 0 || n.exchange.GivenUp(p) {
+	if errors.Is(err, exchange.ErrBadBlock) || errors.Is(err, exchange.ErrStuck) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, os.ErrDeadlineExceeded) || n.exchange.BadBlocks()[p] > 0 || n.passOver(p) {
 		return false
 	}
 	if _, ok := failed[p]; !ok {

@@ -3,6 +3,7 @@ package node
 import (
 	"context"
 	"fmt"
+	"github.com/swdist/swdist/content/exchange"
 	"net"
 	"reflect"
 	"slices"
@@ -72,7 +73,7 @@ func TestResourceLimitsHoldTwoThousandChildren(t *testing.T) {
 				atLeast(t, "system memory (MiB)", int(lim.GetSystemLimits().GetMemoryLimit()>>20), children*7/4)
 				// One protocol or service may use a stream of every child
 				// at once, both ways, and a blocks fetch of all of them.
-				for _, p := range []protocol.ID{"/meshsub/1.1.0", "/meshsub/1.2.0", member.HelloProtocol, "/swdist/blocks/1.1.0", "/ipfs/id/1.0.0"} {
+				for _, p := range []protocol.ID{"/meshsub/1.1.0", "/meshsub/1.2.0", member.HelloProtocol, exchange.Protocol, "/ipfs/id/1.0.0"} {
 					l := lim.GetProtocolLimits(p)
 					atLeast(t, string(p)+" inbound streams", l.GetStreamLimit(network.DirInbound), 4*children)
 					atLeast(t, string(p)+" outbound streams", l.GetStreamLimit(network.DirOutbound), children)
@@ -87,7 +88,7 @@ func TestResourceLimitsHoldTwoThousandChildren(t *testing.T) {
 				p := peer.ID("child")
 				atLeast(t, "one peer's inbound connections", lim.GetPeerLimits(p).GetConnLimit(network.DirInbound), 2)
 				atLeast(t, "one peer's inbound streams", lim.GetPeerLimits(p).GetStreamLimit(network.DirInbound), 16)
-				atLeast(t, "one peer's inbound streams on a protocol", lim.GetProtocolPeerLimits("/swdist/blocks/1.1.0").GetStreamLimit(network.DirInbound), 8)
+				atLeast(t, "one peer's inbound streams on a protocol", lim.GetProtocolPeerLimits(exchange.Protocol).GetStreamLimit(network.DirInbound), 8)
 				// Counts do not depend on the machine; only bytes may.
 				if !seen {
 					first, seen = limits, true

@@ -61,6 +61,10 @@ type Options struct {
 	// answer before it is given up (0: 5 seconds, see exchange.Config;
 	// tests shorten it).
 	PeerQuiet time.Duration
+	// PeerStuck is how long a request for blocks waits for a peer that
+	// sends nothing for it, neither blocks nor word that it waits for them
+	// (0: 30 seconds, see exchange.Config.Stuck; tests shorten it).
+	PeerStuck time.Duration
 }
 
 // Node is a running swdist node.
@@ -325,7 +329,8 @@ func (n *Node) Start(ctx context.Context) error {
 	}
 	n.exchange = exchange.New(n.host, exchange.Config{Member: n.member, Store: n.blocks, Upstream: n.serveUpstream,
 		FetchLimit: n.fetchLimit(), ServeLimit: n.serveLimit(), Timeout: n.opts.BlockTimeout, Logger: n.log,
-		Remote: n.acrossWAN, Kin: n.siblingKin, BytesIn: n.bytesFrom, Quiet: n.opts.PeerQuiet, MayGiveUp: n.mayGiveUp})
+		Remote: n.acrossWAN, Kin: n.siblingKin, BytesIn: n.bytesFrom, Quiet: n.opts.PeerQuiet, Stuck: n.opts.PeerStuck,
+		MayGiveUp: n.mayGiveUp})
 	n.exchange.Start()
 	n.startCollect(ctx)
 	n.swarm = swarm.New(n.host, swarm.Config{Member: n.member, Parent: n.parent, ParentAddrs: n.parentAddrs(), Logger: n.log})

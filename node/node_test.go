@@ -37,6 +37,9 @@ type cluster struct {
 	// peerQuiet, if set, is how long a peer owing blocks may send nothing
 	// before it is pinged.
 	peerQuiet time.Duration
+	// peerStuck, if set, is how long a request for blocks waits for a peer
+	// that sends nothing for it.
+	peerStuck time.Duration
 }
 
 func newCluster(t *testing.T) *cluster {
@@ -73,7 +76,8 @@ func (c *cluster) start(name string) *node.Node {
 			c.t.Fatal(err)
 		}
 	}
-	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name), BlockTimeout: c.blockTimeout, PeerQuiet: c.peerQuiet})
+	n, err := node.Open(context.Background(), h, node.Options{NoAPI: true, Logger: quiet().With("node", name), BlockTimeout: c.blockTimeout, PeerQuiet: c.peerQuiet,
+		PeerStuck: c.peerStuck})
 	if err != nil {
 		c.t.Fatalf("open %s: %v", name, err)
 	}

@@ -166,7 +166,7 @@ func TestStalledRelayFallsBack(t *testing.T) {
 	ctx := context.Background()
 	p := randomPackage(t, c, "server", 1<<20, 23)
 	relay := c.nodes["relay-a"].Host()
-	membertest.StopAnswering(t, relay, exchange.Protocol, exchange.ProtocolV1)
+	membertest.StopAnswering(t, relay, exchange.Protocols()...)
 	relay.Network().(*swarm.Swarm).ListenClose(relay.Network().ListenAddresses()...)
 
 	fctx, cancel := context.WithTimeout(ctx, time.Minute)
@@ -177,6 +177,35 @@ func TestStalledRelayFallsBack(t *testing.T) {
 	}
 	if n := c.nodes["server"].BlocksServed()[c.id("a1")]; n != p.Chunks+1 {
 		t.Errorf("the server served a1 %d blocks, want %d", n, p.Chunks+1)
+	}
+}
+
+// TestStuckRelayFallsBack: a client's relay whose blocks handler hangs,
+// as one on a disk that stopped answering, while the relay lives on (it
+// answers pings, so it is never given up). The request timeout is the
+// default 2 minutes, yet the client gets the package within one: its
+// requests to the relay get nothing, not even word that the relay waits,
+// and fail as stuck, and the package comes from the server. (A fake: the
+// relay's blocks handlers hold every stream.)
+func TestStuckRelayFallsBack(t *testing.T) {
+	c := newCluster(t)
+	c.peerStuck = time.Second
+	c.oneClient()
+	ctx := context.Background()
+	p := randomPackage(t, c, "server", 1<<20, 25)
+	membertest.Hang(t, c.nodes["relay-a"].Host(), exchange.Protocols()...)
+
+	fctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	got, err := c.nodes["a1"].FetchPackage(fctx, p.CID)
+	if err != nil || !got.Held {
+		t.Fatalf("a1 with its relay's blocks handler stuck (the request timeout is 2 minutes): %+v, %v", got, err)
+	}
+	if n := c.nodes["server"].BlocksServed()[c.id("a1")]; n != p.Chunks+1 {
+		t.Errorf("the server served a1 %d blocks, want %d", n, p.Chunks+1)
+	}
+	if n := c.nodes["a1"].GaveUp()[c.id("relay-a")]; n != 0 {
+		t.Errorf("a1 gave its relay up %d times, though it answers pings", n)
 	}
 }
 
@@ -205,7 +234,7 @@ func TestRelayWaitsForStalledRoot(t *testing.T) {
 	if err := relay.CopyBlock(ctx, server, root); err != nil {
 		t.Fatal(err)
 	}
-	release := membertest.StopAnswering(t, server.Host(), exchange.Protocol, exchange.ProtocolV1)
+	release := membertest.StopAnswering(t, server.Host(), exchange.Protocols()...)
 	time.AfterFunc(2*time.Second, func() {
 		server.ServeBlocks()
 		server.Host().SetStreamHandler(ping.ID, ping.NewPingService(server.Host()).PingHandler)
