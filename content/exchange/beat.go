@@ -131,6 +131,13 @@ func (r *idleReader) Read(b []byte) (int, error) {
 		if n > 0 || err == nil || !errors.As(err, &ne) || !ne.Timeout() || (!r.end.IsZero() && !time.Now().Before(r.end)) {
 			return n, err
 		}
+		if time.Since(dl) > r.stuck/2 {
+			// The deadline passed long before this node saw it: its own
+			// process was stopped (the peer's bytes may wait unread in its
+			// socket). The peer gets a fresh Stuck from now.
+			r.start = time.Now().UnixNano()
+			continue
+		}
 		if time.Since(r.heard()) < r.stuck {
 			continue // another answer of the peer's moved meanwhile
 		}
