@@ -125,8 +125,8 @@ func TestBadSitePeers(t *testing.T) {
 //     nothing, so it is pinged, and given up when the ping goes
 //     unanswered.
 //   - stuck: only its blocks handler hangs, as one on a disk that stopped
-//     answering; it answers pings. Its answers send nothing, not even word
-//     that they wait, so they fail as stuck.
+//     answering; it answers pings, so the watch keeps it. Its answers send
+//     nothing, not even word that they wait, so they fail as stuck.
 //
 // (Fakes, as neither a stopped process nor a hung disk can be had in this
 // one: the peer's handlers hold every stream; its connection lives on.)
@@ -137,7 +137,7 @@ func TestStoppedSitePeer(t *testing.T) {
 		stop         func(t testing.TB, h host.Host, protos ...protocol.ID) (release func())
 	}{
 		{"stopped", 300 * time.Millisecond, 0, membertest.StopAnswering},
-		{"stuck", 0, time.Second, membertest.Hang},
+		{"stuck", 300 * time.Millisecond, 2 * time.Second, membertest.Hang},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -169,6 +169,11 @@ func TestStoppedSitePeer(t *testing.T) {
 			}
 			if n := c.nodes["a3"].BlocksServed()[c.id("a2")]; n != 0 {
 				t.Errorf("a3, %s, served a2 %d blocks", tt.name, n)
+			}
+			// Stuck, it answers pings: the watch, which would have pinged
+			// it several times, keeps it.
+			if n := c.nodes["a2"].GaveUp()[c.id("a3")]; (n > 0) != (tt.name == "stopped") {
+				t.Errorf("a2 gave a3, %s, up %d times", tt.name, n)
 			}
 			if relay, a1 := c.nodes["relay-a"].BlocksServed()[c.id("a2")], c.nodes["a1"].BlocksServed()[c.id("a2")]; relay+a1 < p.Chunks {
 				t.Errorf("relay-a and a1 served a2 %d and %d blocks, of %d", relay, a1, p.Chunks)

@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"github.com/swdist/swdist/content/exchange"
 	"net"
 	"reflect"
 	"slices"
@@ -21,6 +20,7 @@ import (
 	"github.com/libp2p/go-libp2p/p2p/net/swarm"
 	ma "github.com/multiformats/go-multiaddr"
 
+	"github.com/swdist/swdist/content/exchange"
 	"github.com/swdist/swdist/hierarchy/cert"
 	"github.com/swdist/swdist/hierarchy/member"
 	"github.com/swdist/swdist/internal/certtest"

@@ -186,10 +186,11 @@ func TestStalledRelayFallsBack(t *testing.T) {
 // default 2 minutes, yet the client gets the package within one: its
 // requests to the relay get nothing, not even word that the relay waits,
 // and fail as stuck, and the package comes from the server. (A fake: the
-// relay's blocks handlers hold every stream.)
+// relay's blocks handlers hold every stream. The watch, which would have
+// pinged the relay several times by then, keeps it.)
 func TestStuckRelayFallsBack(t *testing.T) {
 	c := newCluster(t)
-	c.peerStuck = time.Second
+	c.peerQuiet, c.peerStuck = 300*time.Millisecond, 2*time.Second
 	c.oneClient()
 	ctx := context.Background()
 	p := randomPackage(t, c, "server", 1<<20, 25)
@@ -212,15 +213,16 @@ func TestStuckRelayFallsBack(t *testing.T) {
 // TestRelayWaitsForStalledRoot: a relay under the root has no ancestor to
 // fall back to. When the root stops answering for a while (its blocks and
 // ping handlers hold every request for 2 s, 6 times the stopped-peer
-// check's wait, then reset it), the relay does not give it up, which
-// would leave it nowhere to fetch from: its requests fail only when
-// reset, and are asked again. (The relay holds the package's root block
+// check's wait and 4 times the stuck one's, then reset it), the relay
+// neither gives it up nor passes it over as stuck, which would leave it
+// nowhere to fetch from: its requests fail only when reset, and are asked
+// again. (The relay holds the package's root block
 // already: a stalled handler here cannot hand its stream on to the real
 // one, and the root block, unlike the others, is not asked again after a
 // reset.)
 func TestRelayWaitsForStalledRoot(t *testing.T) {
 	c := newCluster(t)
-	c.peerQuiet = 300 * time.Millisecond
+	c.peerQuiet, c.peerStuck = 300*time.Millisecond, 500*time.Millisecond
 	c.root("server", cert.RoleServer, 0)
 	c.join("relay-a", "server", cert.RoleRelay, "a")
 	eventually(t, "relay-a online", func() bool { return onlineIn(c.nodes["server"], c.id("relay-a")) })

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"maps"
-	"net"
 	"sync/atomic"
 	"time"
 
@@ -23,11 +22,16 @@ import (
 // Timeout. So over Protocol (1.2.0) a node answering a request that has
 // to wait before its next block (for its own upstream, its turn on the
 // connection, a rate limit) says so with a beat (reply.Wait), as often as
-// the asker asked (want.Beat: a quarter of its Config.Stuck). The asker reads with an idle deadline: a request that
-// gets nothing for Stuck, neither a byte of its own answer nor of any
-// other answer of the peer's to this node (a beat can wait behind a block
-// on a slow link), fails with ErrStuck, and its blocks are fetched
-// elsewhere, and WasStuck says so for stuckFor. Over the older versions,
+// the asker asked (want.Beat: a quarter of its Config.Stuck).
+//
+// The asker watches each such request while it reads its answer (not
+// while it waits on its own rate limit or disk): one that gets nothing
+// for Stuck, no byte of any answer of the peer's to this node (a beat can
+// wait behind another answer's block on a slow link), fails with
+// ErrStuck. Its blocks are fetched elsewhere, and WasStuck says so for
+// stuckFor. So one answer stuck beside others of the same peer that go
+// on, or wait and beat, ends at Timeout, as a pull-through whose own
+// upstream hangs does (it beats while it waits). Over the older versions,
 // which know no beats, and to a peer there is no other source for
 // (Config.MayGiveUp), a request waits for Timeout as before.
 
@@ -41,18 +45,22 @@ const minBeat = 50 * time.Millisecond
 // Config.Stuck, neither blocks nor word that it waits for them.
 var ErrStuck = errors.New("peer sent neither blocks nor word that it waits for them")
 
-// A beater writes a beat to an asker's stream while the answer waits
-// (every 0: no beats, the asker's version knows none).
+// A beater writes a beat to an asker's stream whenever the answer has
+// written nothing for every (0: no beats, the asker's version knows none).
 type beater struct {
 	str   network.Stream
 	every time.Duration
+	last  time.Time // of the last write to str
 }
 
-// wait runs wait, which returns once its ctx ends, writing a beat every
-// b.every until it returns. If a beat cannot be written, wait's ctx is
-// ended and wait is waited for: its effects (a turn taken) are the
-// caller's to undo.
-func (b beater) wait(ctx context.Context, wait func(context.Context) error) error {
+// wrote notes a write to the asker.
+func (b *beater) wrote() { b.last = time.Now() }
+
+// wait runs wait, which returns once its ctx ends, writing a beat each
+// time the answer has written nothing for b.every, until it returns. If a
+// beat cannot be written, wait's ctx is ended and wait is waited for: its
+// effects (a turn taken) are the caller's to undo.
+func (b *beater) wait(ctx context.Context, wait func(context.Context) error) error {
 	if b.every <= 0 {
 		return wait(ctx)
 	}
@@ -60,7 +68,7 @@ func (b beater) wait(ctx context.Context, wait func(context.Context) error) erro
 	defer cancel()
 	done := make(chan error, 1)
 	go func() { done <- wait(ctx) }()
-	t := time.NewTicker(b.every)
+	t := time.NewTimer(max(b.every-time.Since(b.last), 0))
 	defer t.Stop()
 	for {
 		select {
@@ -72,13 +80,15 @@ func (b beater) wait(ctx context.Context, wait func(context.Context) error) erro
 				<-done
 				return fmt.Errorf("write a beat: %w", err)
 			}
+			b.wrote()
+			t.Reset(b.every)
 		}
 	}
 }
 
 // lastHeard is, by peer with requests of this node's over Protocol open,
-// when a byte of an answer last came from it (unix nanoseconds), shared by
-// those requests' idle readers.
+// when a byte of an answer last came from it (on the Service's clock),
+// shared by those requests' idle readers.
 type lastHeard struct {
 	at    atomic.Int64
 	users int // open requests that read it; s.mu
@@ -104,49 +114,77 @@ func (s *Service) heardFrom(p peer.ID) (l *lastHeard, done func()) {
 	}
 }
 
-// An idleReader reads a request's answer, failing with ErrStuck once
-// nothing came from the peer for stuck since the request began (start)
-// or since its last byte of an answer to this node (last), and with the
-// stream's own error at end.
+// clock is the time since the Service was made, on the monotonic clock
+// (a step of the wall clock moves no deadline): nanoseconds, at least 1.
+func (s *Service) clock() int64 { return int64(time.Since(s.made)) + 1 }
+
+// An idleReader reads a request's answer while a watchdog checks, every
+// stuck/4, how long its reads have waited with nothing from the peer: once
+// that is stuck, the read under way is ended (its deadline set to now) and
+// fails with ErrStuck. Time the asker spends between reads (its own rate
+// limit, its disk) does not count.
 type idleReader struct {
-	str   network.Stream
-	last  *lastHeard
-	start int64 // unix nanoseconds
-	stuck time.Duration
-	end   time.Time // the request's deadline (zero: none)
+	str     network.Stream
+	peer    *lastHeard
+	clock   func() int64
+	stuck   time.Duration
+	reading atomic.Int64 // when the read under way began (clock), 0 if none
+	isStuck atomic.Bool
+	done    chan struct{}
 }
+
+// watchIdle starts the watchdog of a request's reads of str; close stops it.
+func watchIdle(str network.Stream, peer *lastHeard, clock func() int64, stuck time.Duration) *idleReader {
+	r := &idleReader{str: str, peer: peer, clock: clock, stuck: stuck, done: make(chan struct{})}
+	go r.watch()
+	return r
+}
+
+func (r *idleReader) close() { close(r.done) }
 
 func (r *idleReader) Read(b []byte) (int, error) {
-	for {
-		dl := r.heard().Add(r.stuck)
-		if !r.end.IsZero() && r.end.Before(dl) {
-			dl = r.end
-		}
-		_ = r.str.SetReadDeadline(dl)
-		n, err := r.str.Read(b)
-		if n > 0 {
-			r.last.at.Store(time.Now().UnixNano())
-		}
-		var ne net.Error
-		if n > 0 || err == nil || !errors.As(err, &ne) || !ne.Timeout() || (!r.end.IsZero() && !time.Now().Before(r.end)) {
-			return n, err
-		}
-		if time.Since(dl) > r.stuck/2 {
-			// The deadline passed long before this node saw it: its own
-			// process was stopped (the peer's bytes may wait unread in its
-			// socket). The peer gets a fresh Stuck from now.
-			r.start = time.Now().UnixNano()
-			continue
-		}
-		if time.Since(r.heard()) < r.stuck {
-			continue // another answer of the peer's moved meanwhile
-		}
-		return 0, fmt.Errorf("%w: nothing for %s", ErrStuck, r.stuck)
+	r.reading.Store(r.clock())
+	n, err := r.str.Read(b)
+	r.reading.Store(0)
+	if n > 0 {
+		r.peer.at.Store(r.clock())
 	}
+	if err != nil && r.isStuck.Load() {
+		return n, fmt.Errorf("%w: nothing for %s", ErrStuck, r.stuck)
+	}
+	return n, err
 }
 
-// heard is when the peer was last heard from for this request.
-func (r *idleReader) heard() time.Time { return time.Unix(0, max(r.start, r.last.at.Load())) }
+func (r *idleReader) watch() {
+	every := r.stuck / 4
+	t := time.NewTicker(every)
+	defer t.Stop()
+	last := r.clock()
+	for {
+		select {
+		case <-r.done:
+			return
+		case <-t.C:
+		}
+		now := r.clock()
+		if time.Duration(now-last) > 2*every {
+			// This check came late: this node's process was stopped (the
+			// peer's bytes may wait unread in its socket). The read under
+			// way gets a fresh stuck from now.
+			if v := r.reading.Load(); v != 0 {
+				r.reading.CompareAndSwap(v, now)
+			}
+		}
+		last = now
+		since := r.reading.Load()
+		if since == 0 || time.Duration(now-max(since, r.peer.at.Load())) < r.stuck {
+			continue
+		}
+		r.isStuck.Store(true)
+		_ = r.str.SetReadDeadline(time.Now())
+		return
+	}
+}
 
 // noteStuck records that a request to p failed with ErrStuck (and
 // forgets the peers that were stuck longer ago than stuckFor).

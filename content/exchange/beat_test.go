@@ -3,67 +3,111 @@ package exchange
 import (
 	"errors"
 	"os"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/libp2p/go-libp2p/core/network"
 )
 
-// pausedStream is a fake stream (its process's pauses cannot be had in a
-// test): each Read takes the next of reads, and gives its bytes, or, if it
-// has none (as after the last), times out at the read deadline, seen late
-// by its pause.
-type pausedStream struct {
+// fakeStream is the part of a stream an idleReader uses, with what the
+// peer sends in data, and a read deadline that can only be set to the
+// past (which the watchdog does): a fake, as the pauses of this node's
+// own process below cannot be had with a real one.
+type fakeStream struct {
 	network.Stream
-	dl    time.Time
-	reads []pausedRead
+	data    chan string
+	once    sync.Once
+	expired chan struct{}
 }
 
-type pausedRead struct {
-	late time.Duration
-	data string
+func newFakeStream() *fakeStream {
+	return &fakeStream{data: make(chan string, 4), expired: make(chan struct{})}
 }
 
-func (s *pausedStream) SetReadDeadline(t time.Time) error { s.dl = t; return nil }
-
-func (s *pausedStream) Read(b []byte) (int, error) {
-	var r pausedRead
-	if len(s.reads) > 0 {
-		r, s.reads = s.reads[0], s.reads[1:]
+func (s *fakeStream) SetReadDeadline(t time.Time) error {
+	if !t.After(time.Now()) {
+		s.once.Do(func() { close(s.expired) })
 	}
-	if r.data != "" {
-		return copy(b, r.data), nil
-	}
-	time.Sleep(time.Until(s.dl) + r.late)
-	return 0, os.ErrDeadlineExceeded
+	return nil
 }
 
-// TestIdleReader: a read that times out after Stuck of silence fails with
-// ErrStuck; one whose deadline passed long before this node saw it (its
-// own process was stopped: here, a read that sees its deadline three
-// times Stuck late) gives the peer a fresh Stuck, and what then comes is
-// read.
+func (s *fakeStream) Read(b []byte) (int, error) {
+	select {
+	case d := <-s.data:
+		return copy(b, d), nil
+	case <-s.expired:
+		return 0, os.ErrDeadlineExceeded
+	}
+}
+
+// TestIdleReader: a read that gets nothing from the peer for stuck fails
+// with ErrStuck, and not before: not while other answers of the peer's go
+// on, not for the time the asker spends between reads, and not for a
+// pause of its own process (its clock jumps).
 func TestIdleReader(t *testing.T) {
-	const stuck = 200 * time.Millisecond
+	const stuck = 400 * time.Millisecond
 	tests := []struct {
-		name  string
-		reads []pausedRead
-		want  string // "" for ErrStuck
+		name string
+		// run acts as the peer, and as this node between reads and its
+		// clock, while read reads; it returns what the last read got.
+		run func(s *fakeStream, peer *lastHeard, clock func() int64, skew *atomic.Int64, read func() (string, error)) (string, error)
 	}{
-		{"silent", nil, ""},
-		{"paused, then the bytes", []pausedRead{{late: 3 * stuck}, {data: "block"}}, "block"},
-		{"paused, then silent", []pausedRead{{late: 3 * stuck}}, ""},
+		{"silent", func(s *fakeStream, _ *lastHeard, _ func() int64, _ *atomic.Int64, read func() (string, error)) (string, error) {
+			return read()
+		}},
+		{"between reads", func(s *fakeStream, _ *lastHeard, _ func() int64, _ *atomic.Int64, read func() (string, error)) (string, error) {
+			s.data <- "a"
+			if got, err := read(); err != nil {
+				return got, err
+			}
+			time.Sleep(3 * stuck) // this node's rate limit, say
+			s.data <- "b"
+			return read()
+		}},
+		{"paused", func(s *fakeStream, _ *lastHeard, _ func() int64, skew *atomic.Int64, read func() (string, error)) (string, error) {
+			go func() {
+				time.Sleep(stuck / 2)
+				skew.Add(int64(5 * stuck)) // stopped for a while
+				time.Sleep(stuck / 2)
+				s.data <- "b"
+			}()
+			return read()
+		}},
+		{"others go on", func(s *fakeStream, peer *lastHeard, clock func() int64, _ *atomic.Int64, read func() (string, error)) (string, error) {
+			go func() {
+				for range 12 {
+					peer.at.Store(clock()) // a byte of another answer
+					time.Sleep(stuck / 4)
+				}
+				s.data <- "b"
+			}()
+			return read()
+		}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			r := &idleReader{str: &pausedStream{reads: tt.reads}, last: &lastHeard{}, start: time.Now().UnixNano(), stuck: stuck}
-			b := make([]byte, 16)
-			n, err := r.Read(b)
-			switch {
-			case tt.want == "" && !errors.Is(err, ErrStuck):
-				t.Fatalf("read %q, %v; want ErrStuck", b[:n], err)
-			case tt.want != "" && (err != nil || string(b[:n]) != tt.want):
-				t.Fatalf("read %q, %v; want %q", b[:n], err, tt.want)
+			base := time.Now()
+			var skew atomic.Int64
+			clock := func() int64 { return int64(time.Since(base)) + skew.Load() + 1 }
+			s, peer := newFakeStream(), &lastHeard{}
+			r := watchIdle(s, peer, clock, stuck)
+			defer r.close()
+			read := func() (string, error) {
+				b := make([]byte, 16)
+				n, err := r.Read(b)
+				return string(b[:n]), err
+			}
+			got, err := tt.run(s, peer, clock, &skew, read)
+			if tt.name == "silent" {
+				if !errors.Is(err, ErrStuck) {
+					t.Fatalf("read %q, %v; want ErrStuck", got, err)
+				}
+				return
+			}
+			if err != nil || got != "b" {
+				t.Fatalf("read %q, %v; want %q", got, err, "b")
 			}
 		})
 	}

@@ -142,10 +142,11 @@ type Config struct {
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
-	// Stuck (default 30 s) is how long a request over Protocol waits for
-	// a peer that sends nothing for it, neither blocks nor beats: one
-	// whose blocks handler hangs (see beat.go); it asks the peers it
-	// fetches from to beat every Stuck/4 while their answers wait.
+	// Stuck (default 30 s; at least a second, as peers beat at most every
+	// 50 ms) is how long a request over Protocol reads with nothing from
+	// the peer, on any of its answers to this node: one whose blocks
+	// handler hangs (see beat.go). It asks the peers it fetches from to
+	// beat every Stuck/4 while their answers wait.
 	Stuck time.Duration
 	// BytesIn, if set, is all that this node has received from a peer,
 	// on any protocol: while requests to a peer are in flight, one that
@@ -183,6 +184,7 @@ type Service struct {
 	gaveUp       map[peer.ID]int64      // peers given up, with their byte counts then
 	gaveUpCount  map[peer.ID]int        // times each was given up
 	answered     map[peer.ID]*lastHeard // see beat.go
+	made         time.Time              // the start of clock
 	stuck        map[peer.ID]time.Time  // when a request to a peer last failed with ErrStuck
 
 	ctx  context.Context // ends with Close
@@ -230,7 +232,7 @@ func New(h host.Host, cfg Config) *Service {
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
 		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{},
 		owed: map[peer.ID]*owed{}, gaveUp: map[peer.ID]int64{}, gaveUpCount: map[peer.ID]int{}, answered: map[peer.ID]*lastHeard{},
-		stuck: map[peer.ID]time.Time{}, ctx: ctx, stop: stop}
+		stuck: map[peer.ID]time.Time{}, made: time.Now(), ctx: ctx, stop: stop}
 }
 
 // Start serves the protocol to verified members.
@@ -256,7 +258,7 @@ func (s *Service) Start() {
 		}
 		v12 := str.Protocol() == Protocol
 		v11 := v12 || str.Protocol() == ProtocolV11
-		bt := beater{str: str}
+		bt := &beater{str: str, last: time.Now()}
 		if v12 && w.Beat > 0 {
 			bt.every = max(time.Duration(w.Beat)*time.Millisecond, minBeat)
 		}
@@ -270,6 +272,7 @@ func (s *Service) Start() {
 					_ = str.Reset()
 					return
 				}
+				bt.wrote()
 			}
 		}
 		pointedTo := v11 && w.Pointed
@@ -463,7 +466,7 @@ func (s *Service) noteSent(pr member.Peer, c []byte) {
 
 // write sends r to p on str in its turn (and, across the uplink, at its
 // fair share of it), counting a block sent.
-func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply, remote bool, bt beater) error {
+func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r reply, remote bool, bt *beater) error {
 	var release func()
 	err := bt.wait(ctx, func(ctx context.Context) (err error) {
 		release, err = s.takeTurn(ctx, p)
@@ -482,6 +485,7 @@ func (s *Service) write(ctx context.Context, str network.Stream, p peer.ID, r re
 		}
 	}
 	err = wire.Write(str, r)
+	bt.wrote()
 	if done != nil {
 		sent := 0
 		if err == nil {
@@ -711,8 +715,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 			_ = str.Close()
 		}
 	}()
-	dl, _ := ctx.Deadline()
-	if !dl.IsZero() {
+	if dl, ok := ctx.Deadline(); ok {
 		_ = str.SetDeadline(dl)
 	}
 	v12 := str.Protocol() == Protocol
@@ -721,7 +724,9 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	if v12 && (s.cfg.MayGiveUp == nil || s.cfg.MayGiveUp(p)) {
 		last, done := s.heardFrom(p)
 		defer done()
-		rd = &idleReader{str: str, last: last, start: time.Now().UnixNano(), stuck: s.cfg.Stuck, end: dl}
+		ir := watchIdle(str, last, s.clock, s.cfg.Stuck)
+		defer ir.close()
+		rd = ir
 	}
 	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
 	if v12 {

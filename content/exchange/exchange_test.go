@@ -552,15 +552,16 @@ func TestSendingPeerKept(t *testing.T) {
 }
 
 // TestStuckPeerFails: a request to a peer whose blocks handler hangs
-// while the peer lives on (it answers pings, so the watch keeps it) fails
-// with ErrStuck once nothing came for Stuck, not at Timeout. (A fake: the
+// while the peer lives on (it answers pings, so the watch, which would
+// have pinged it several times by then, keeps it) fails with ErrStuck
+// once nothing came for Stuck, not at Timeout. (A fake: the
 // handler never answers, as one stuck on its disk would; a disk that
 // hangs cannot be had here.)
 func TestStuckPeerFails(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
 	a := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
-	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Stuck: time.Second, Timeout: time.Minute})
+	b := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "b"), Config{Quiet: 300 * time.Millisecond, Stuck: 2 * time.Second, Timeout: time.Minute})
 	connect(t, a, b)
 	x := putRandom(t, a.store, 1<<10)
 	membertest.Hang(t, a.H, Protocols()...)
@@ -633,7 +634,8 @@ func TestWaitingAnswerBeats(t *testing.T) {
 
 // TestNoBeatsToOlderAskers: a node that asks over ProtocolV11 (which
 // knows no beats, and whose nodes refuse fields they do not know) gets
-// its block as the first answer, however long the answer waits.
+// its block as the first answer, however long the answer waits, even if
+// its request carries Beat.
 func TestNoBeatsToOlderAskers(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
@@ -646,7 +648,7 @@ func TestNoBeatsToOlderAskers(t *testing.T) {
 		t.Fatal(err)
 	}
 	var server *node
-	server = startWith(t, o, rn, Config{Stuck: 200 * time.Millisecond, Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
+	server = startWith(t, o, rn, Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
 		select {
 		case <-time.After(time.Second):
 		case <-ctx.Done():
@@ -658,7 +660,14 @@ func TestNoBeatsToOlderAskers(t *testing.T) {
 	connect(t, client, server)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	s := askOver(t, ctx, ProtocolV11, client, server, c)
+	s, err := client.H.NewStream(ctx, server.H.ID(), ProtocolV11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Reset()
+	if err := wire.Write(s, want{CIDs: [][]byte{c.Bytes()}, Beat: 50}); err != nil {
+		t.Fatal(err)
+	}
 	_ = s.SetReadDeadline(time.Now().Add(10 * time.Second))
 	var r reply
 	if err := wire.Read(s, maxBlock+1024, &r); err != nil {
@@ -666,5 +675,48 @@ func TestNoBeatsToOlderAskers(t *testing.T) {
 	}
 	if r.Wait || string(r.Data) != string(data) {
 		t.Fatalf("first answer over %s: wait=%v, %d bytes; want the block", ProtocolV11, r.Wait, len(r.Data))
+	}
+}
+
+// TestAskingAnOlderPeer: a peer that serves only ProtocolV11, and refuses
+// fields it does not know (as its nodes do), is asked over it, without
+// Beat, and its block arrives.
+func TestAskingAnOlderPeer(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	// A member with a store, and no Service: only the handler below.
+	older := &node{Node: membertest.Start(t, o, rn)}
+	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	older.store = st
+	x := putRandom(t, older.store, 1<<10)
+	type wantV11 struct { // want as 1.1.0 knows it
+		CIDs    [][]byte `cbor:"0,keyasint"`
+		Force   bool     `cbor:"1,keyasint,omitempty"`
+		Pointed bool     `cbor:"2,keyasint,omitempty"`
+	}
+	older.H.SetStreamHandler(ProtocolV11, func(s network.Stream) {
+		defer s.Close()
+		var w wantV11
+		if err := wire.Read(s, maxWantBytes, &w); err != nil || len(w.CIDs) != 1 {
+			_ = s.Reset()
+			return
+		}
+		data, err := older.store.Get(context.Background(), x)
+		if err != nil {
+			_ = s.Reset()
+			return
+		}
+		_ = wire.Write(s, reply{CID: w.CIDs[0], Data: data})
+	})
+	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
+	connect(t, client, older)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if missing, err := client.svc.Fetch(ctx, older.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
+		t.Fatalf("from a peer of 1.1.0: missing %v, %v", missing, err)
 	}
 }
