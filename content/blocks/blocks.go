@@ -40,6 +40,10 @@ type Store struct {
 
 	mu      sync.Mutex
 	waiters map[string]map[chan struct{}]bool // by multihash: who waits for that block (Notify)
+
+	opMu   sync.Mutex
+	ops    map[uint64]time.Time // reads and writes of blocks under way, since (Stalled)
+	nextOp uint64
 }
 
 // Open opens (creating if needed) the block store in dir.
@@ -62,7 +66,35 @@ func Open(dir string) (*Store, error) {
 	if err != nil {
 		return nil, fmt.Errorf("block store %s: %w", dir, err)
 	}
-	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix()), waiters: map[string]map[chan struct{}]bool{}}, nil
+	return &Store{ds: ds, bs: bstore.NewBlockstore(ds, bstore.NoPrefix()), waiters: map[string]map[chan struct{}]bool{},
+		ops: map[uint64]time.Time{}}, nil
+}
+
+// op marks a read or write of a block under way until end is called.
+func (s *Store) op() (end func()) {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	id := s.nextOp
+	s.nextOp++
+	s.ops[id] = time.Now()
+	return func() {
+		s.opMu.Lock()
+		delete(s.ops, id)
+		s.opMu.Unlock()
+	}
+}
+
+// Stalled says whether a read or write of a block has been under way for
+// longer than d: the disk under the store stopped answering.
+func (s *Store) Stalled(d time.Duration) bool {
+	s.opMu.Lock()
+	defer s.opMu.Unlock()
+	for _, since := range s.ops {
+		if time.Since(since) > d {
+			return true
+		}
+	}
+	return false
 }
 
 // Close closes the store.
@@ -86,7 +118,10 @@ func (s *Store) Put(ctx context.Context, c cid.Cid, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if err := s.bs.Put(ctx, b); err != nil {
+	end := s.op()
+	err = s.bs.Put(ctx, b)
+	end()
+	if err != nil {
 		return fmt.Errorf("store block %s: %w", c, err)
 	}
 	s.mu.Lock()
@@ -143,7 +178,9 @@ func Check(c cid.Cid, data []byte) error {
 
 // Get returns the block c, checked against its CID.
 func (s *Store) Get(ctx context.Context, c cid.Cid) ([]byte, error) {
+	end := s.op()
 	b, err := s.bs.Get(ctx, c)
+	end()
 	if errors.Is(err, bstore.ErrHashMismatch) {
 		return nil, fmt.Errorf("block %s: %w", c, ErrCorrupt)
 	}
@@ -165,10 +202,16 @@ func isNotFound(err error) bool {
 }
 
 // Has reports whether the block c is held.
-func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) { return s.bs.Has(ctx, c) }
+func (s *Store) Has(ctx context.Context, c cid.Cid) (bool, error) {
+	defer s.op()()
+	return s.bs.Has(ctx, c)
+}
 
 // Delete removes the block c.
-func (s *Store) Delete(ctx context.Context, c cid.Cid) error { return s.bs.DeleteBlock(ctx, c) }
+func (s *Store) Delete(ctx context.Context, c cid.Cid) error {
+	defer s.op()()
+	return s.bs.DeleteBlock(ctx, c)
+}
 
 // Size is the bytes the store holds on disk.
 func (s *Store) Size() (uint64, error) { return s.ds.DiskUsage(context.Background()) }

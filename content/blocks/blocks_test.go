@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 )
@@ -137,5 +138,36 @@ func BenchmarkPutBesideWaiters(b *testing.B) {
 				}
 			})
 		}
+	}
+}
+
+// TestStalled: the store is stalled while a read or write has been under
+// way for longer than asked, and not once it ended. (An operation that
+// began a minute ago is made by hand: a disk that stops answering cannot
+// be had here.)
+func TestStalled(t *testing.T) {
+	s := testStore(t)
+	c, data := testBlock(t, 1)
+	if err := s.Put(context.Background(), c, data); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Get(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if s.Stalled(time.Second) {
+		t.Fatal("stalled after operations that ended")
+	}
+	end := s.op()
+	s.opMu.Lock()
+	for id := range s.ops {
+		s.ops[id] = time.Now().Add(-time.Minute)
+	}
+	s.opMu.Unlock()
+	if !s.Stalled(30*time.Second) || s.Stalled(2*time.Minute) {
+		t.Fatalf("an operation under way for a minute: stalled(30s)=%v, stalled(2m)=%v; want true, false", s.Stalled(30*time.Second), s.Stalled(2*time.Minute))
+	}
+	end()
+	if s.Stalled(0) {
+		t.Fatal("stalled after the operation ended")
 	}
 }

@@ -22,7 +22,8 @@ import (
 // Timeout. So over Protocol (1.2.0) a node answering a request that has
 // to wait before its next block (for its own upstream, its turn on the
 // connection, a rate limit) says so with a beat (reply.Wait), as often as
-// the asker asked (want.Beat: a quarter of its Config.Stuck).
+// the asker asked (want.Beat: a quarter of its Config.Stuck), while its
+// disk answers (Config.Stalled).
 //
 // The asker watches each such request while it reads its answer (not
 // while it waits on its own rate limit or disk): one that gets nothing
@@ -46,11 +47,15 @@ const minBeat = 50 * time.Millisecond
 var ErrStuck = errors.New("peer sent neither blocks nor word that it waits for them")
 
 // A beater writes a beat to an asker's stream whenever the answer has
-// written nothing for every (0: no beats, the asker's version knows none).
+// written nothing for every (0: no beats, the asker's version knows none),
+// unless this node's disk has stalled for 2×every: an answer waiting on a
+// disk that stopped answering (a pull-through whose blocks cannot be
+// stored) is stuck, not waiting.
 type beater struct {
-	str   network.Stream
-	every time.Duration
-	last  time.Time // of the last write to str
+	str     network.Stream
+	every   time.Duration
+	last    time.Time // of the last write to str
+	stalled func(d time.Duration) bool
 }
 
 // wrote notes a write to the asker.
@@ -75,6 +80,10 @@ func (b *beater) wait(ctx context.Context, wait func(context.Context) error) err
 		case err := <-done:
 			return err
 		case <-t.C:
+			if b.stalled != nil && b.stalled(2*b.every) {
+				t.Reset(b.every)
+				continue
+			}
 			if err := wire.Write(b.str, reply{Wait: true}); err != nil {
 				cancel()
 				<-done
@@ -90,8 +99,21 @@ func (b *beater) wait(ctx context.Context, wait func(context.Context) error) err
 // when a byte of an answer last came from it (on the Service's clock),
 // shared by those requests' idle readers.
 type lastHeard struct {
-	at    atomic.Int64
+	at atomic.Int64
+	// waits counts this node's own waits between reads of the peer's
+	// answers (its rate limit, its disk). Over QUIC, what those leave
+	// unread fills the connection's window, and the peer's other answers
+	// cannot come, beats included, until they end: the peer is not
+	// silent meanwhile, this node is slow.
+	waits atomic.Int64
 	users int // open requests that read it; s.mu
+}
+
+// busy marks one of this node's waits between reads of the peer's answers
+// until the returned func is called.
+func (l *lastHeard) busy() (end func()) {
+	l.waits.Add(1)
+	return func() { l.waits.Add(-1) }
 }
 
 // heardFrom gives the clock of p's answers for a request about to read
@@ -121,8 +143,9 @@ func (s *Service) clock() int64 { return int64(time.Since(s.made)) + 1 }
 // An idleReader reads a request's answer while a watchdog checks, every
 // stuck/4, how long its reads have waited with nothing from the peer: once
 // that is stuck, the read under way is ended (its deadline set to now) and
-// fails with ErrStuck. Time the asker spends between reads (its own rate
-// limit, its disk) does not count.
+// fails with ErrStuck. Time the asker spends between reads of any answer
+// of the peer's (its own rate limit, its disk: lastHeard.waits) does not
+// count.
 type idleReader struct {
 	str     network.Stream
 	peer    *lastHeard
@@ -145,10 +168,10 @@ func (r *idleReader) close() { close(r.done) }
 func (r *idleReader) Read(b []byte) (int, error) {
 	r.reading.Store(r.clock())
 	n, err := r.str.Read(b)
-	r.reading.Store(0)
 	if n > 0 {
 		r.peer.at.Store(r.clock())
 	}
+	r.reading.Store(0)
 	if err != nil && r.isStuck.Load() {
 		return n, fmt.Errorf("%w: nothing for %s", ErrStuck, r.stuck)
 	}
@@ -176,6 +199,10 @@ func (r *idleReader) watch() {
 			}
 		}
 		last = now
+		if r.peer.waits.Load() > 0 {
+			r.peer.at.Store(now) // this node holds the answers up
+			continue
+		}
 		since := r.reading.Load()
 		if since == 0 || time.Duration(now-max(since, r.peer.at.Load())) < r.stuck {
 			continue

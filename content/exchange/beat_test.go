@@ -34,6 +34,11 @@ func (s *fakeStream) SetReadDeadline(t time.Time) error {
 }
 
 func (s *fakeStream) Read(b []byte) (int, error) {
+	select { // a deadline that passed first, as QUIC has it
+	case <-s.expired:
+		return 0, os.ErrDeadlineExceeded
+	default:
+	}
 	select {
 	case d := <-s.data:
 		return copy(b, d), nil
@@ -44,8 +49,9 @@ func (s *fakeStream) Read(b []byte) (int, error) {
 
 // TestIdleReader: a read that gets nothing from the peer for stuck fails
 // with ErrStuck, and not before: not while other answers of the peer's go
-// on, not for the time the asker spends between reads, and not for a
-// pause of its own process (its clock jumps).
+// on, not for the time the asker spends between reads, of this answer or
+// another of the peer's, and not for a pause of its own process (its
+// clock jumps).
 func TestIdleReader(t *testing.T) {
 	const stuck = 400 * time.Millisecond
 	tests := []struct {
@@ -71,6 +77,17 @@ func TestIdleReader(t *testing.T) {
 				time.Sleep(stuck / 2)
 				skew.Add(int64(5 * stuck)) // stopped for a while
 				time.Sleep(stuck / 2)
+				s.data <- "b"
+			}()
+			return read()
+		}},
+		{"this node's own waits", func(s *fakeStream, peer *lastHeard, _ func() int64, _ *atomic.Int64, read func() (string, error)) (string, error) {
+			// Another request to the peer waits on this node's rate
+			// limit, its data unread: over QUIC, this one's can't come.
+			end := peer.busy()
+			go func() {
+				time.Sleep(3 * stuck)
+				end()
 				s.data <- "b"
 			}()
 			return read()

@@ -142,12 +142,17 @@ type Config struct {
 	// Timeout bounds one request, pull-through included (default 2
 	// minutes): a peer that stalls longer is given up for those blocks.
 	Timeout time.Duration
-	// Stuck (default 30 s; at least a second, as peers beat at most every
+	// Stuck (default 30 s; at least 200 ms, as peers beat at most every
 	// 50 ms) is how long a request over Protocol reads with nothing from
 	// the peer, on any of its answers to this node: one whose blocks
 	// handler hangs (see beat.go). It asks the peers it fetches from to
 	// beat every Stuck/4 while their answers wait.
 	Stuck time.Duration
+	// Stalled says whether this node's disk stopped answering: a read or
+	// write of a block has been under way for longer than d (nil:
+	// Store.Stalled). Its answers then beat no more, and their askers go
+	// elsewhere.
+	Stalled func(d time.Duration) bool
 	// BytesIn, if set, is all that this node has received from a peer,
 	// on any protocol: while requests to a peer are in flight, one that
 	// sends nothing for Quiet (default 5 s) and answers no ping within
@@ -228,6 +233,10 @@ func New(h host.Host, cfg Config) *Service {
 	if cfg.Stuck == 0 {
 		cfg.Stuck = 30 * time.Second
 	}
+	cfg.Stuck = max(cfg.Stuck, 4*minBeat)
+	if cfg.Stalled == nil && cfg.Store != nil {
+		cfg.Stalled = cfg.Store.Stalled
+	}
 	ctx, stop := context.WithCancel(context.Background())
 	return &Service{h: h, cfg: cfg, log: cfg.Logger.With("svc", "blocks"), bad: map[peer.ID]int{}, served: map[peer.ID]int{},
 		turns: map[peer.ID]*turn{}, fair: newFairShare(), sent: map[string]sentTo{}, failedHolder: map[peer.ID]time.Time{},
@@ -258,7 +267,7 @@ func (s *Service) Start() {
 		}
 		v12 := str.Protocol() == Protocol
 		v11 := v12 || str.Protocol() == ProtocolV11
-		bt := &beater{str: str, last: time.Now()}
+		bt := &beater{str: str, last: time.Now(), stalled: s.cfg.Stalled}
 		if v12 && w.Beat > 0 {
 			bt.every = max(time.Duration(w.Beat)*time.Millisecond, minBeat)
 		}
@@ -590,7 +599,7 @@ func (s *Service) Fetch(ctx context.Context, p peer.ID, cids []cid.Cid) ([]cid.C
 		hctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout/holderShare)
 		asked := time.Now()
 		left, _, herr := s.fetchFrom(hctx, h, list, false, true)
-		if herr != nil && len(left) > 0 && time.Since(asked) < time.Second && !errors.Is(herr, ErrBadBlock) && !s.GivenUp(h) {
+		if herr != nil && len(left) > 0 && time.Since(asked) < time.Second && !errors.Is(herr, ErrBadBlock) && !errors.Is(herr, ErrStuck) && !s.GivenUp(h) {
 			// A connection that died under this node fails the first
 			// requests on it at once: the sibling closed it, as when it
 			// gave this node up while this node's process was stopped.
@@ -721,15 +730,14 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	v12 := str.Protocol() == Protocol
 	v11 := v12 || str.Protocol() == ProtocolV11
 	var rd io.Reader = str
+	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
+	busy := func() func() { return func() {} } // this node's own waits between reads (see beat.go)
 	if v12 && (s.cfg.MayGiveUp == nil || s.cfg.MayGiveUp(p)) {
 		last, done := s.heardFrom(p)
 		defer done()
 		ir := watchIdle(str, last, s.clock, s.cfg.Stuck)
 		defer ir.close()
-		rd = ir
-	}
-	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
-	if v12 {
+		rd, busy = ir, last.busy
 		w.Beat = (s.cfg.Stuck / 4).Milliseconds()
 	}
 	wanted := map[string]bool{}
@@ -789,10 +797,17 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 		}
 		// Pacing what is read paces the sender too: the stream's window
 		// fills and it waits.
-		if err := lim.Wait(ctx, len(r.Data)); err != nil {
-			return got, at, fmt.Errorf("blocks from %s: %w", p, err)
+		idle := busy()
+		werr := lim.Wait(ctx, len(r.Data))
+		var perr error
+		if werr == nil {
+			perr = s.cfg.Store.Put(ctx, c, r.Data)
 		}
-		if err := s.cfg.Store.Put(ctx, c, r.Data); err != nil {
+		idle()
+		if werr != nil {
+			return got, at, fmt.Errorf("blocks from %s: %w", p, werr)
+		}
+		if err := perr; err != nil {
 			if errors.Is(err, blocks.ErrCorrupt) {
 				s.penalise(p)
 				s.log.Warn("dropped a bad block", "from", p, "cid", c)

@@ -581,7 +581,7 @@ func TestStuckPeerFails(t *testing.T) {
 // (beats) and the block arrives; without the beats the asker would fail
 // it with ErrStuck.
 func TestWaitingAnswerBeats(t *testing.T) {
-	const stuck = 500 * time.Millisecond
+	const stuck = time.Second
 	tests := []struct {
 		name string
 		cfg  func(server **node, data []byte, c *cid.Cid) Config
@@ -589,7 +589,7 @@ func TestWaitingAnswerBeats(t *testing.T) {
 		{"pull-through", func(server **node, data []byte, c *cid.Cid) Config {
 			return Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
 				select {
-				case <-time.After(4 * stuck):
+				case <-time.After(3 * stuck):
 				case <-ctx.Done():
 					return ctx.Err()
 				}
@@ -718,5 +718,26 @@ func TestAskingAnOlderPeer(t *testing.T) {
 	defer cancel()
 	if missing, err := client.svc.Fetch(ctx, older.H.ID(), []cid.Cid{x}); err != nil || len(missing) > 0 {
 		t.Fatalf("from a peer of 1.1.0: missing %v, %v", missing, err)
+	}
+}
+
+// TestStalledDiskStopsBeats: an answer that waits on a node whose disk
+// stopped answering (its pull-through's blocks could not be stored) does
+// not beat: the asker fails it as stuck. (The disk is said to be stalled
+// through Config.Stalled: one that hangs cannot be had here.)
+func TestStalledDiskStopsBeats(t *testing.T) {
+	o := certtest.NewOrg(t)
+	rn := o.RootNode(t)
+	server := startWith(t, o, rn, Config{
+		Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error { <-ctx.Done(); return ctx.Err() },
+		Stalled:  func(time.Duration) bool { return true },
+	})
+	client := startWith(t, o, o.Child(t, rn, cert.RoleRelay, "a"), Config{Stuck: 500 * time.Millisecond})
+	connect(t, client, server)
+	x := putRandom(t, client.store, 1<<10) // its CID only: the server lacks it
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := client.svc.Fetch(ctx, server.H.ID(), []cid.Cid{x}); !errors.Is(err, ErrStuck) {
+		t.Fatalf("from a node whose disk stalled: %v; want ErrStuck", err)
 	}
 }
