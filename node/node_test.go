@@ -3,8 +3,10 @@ package node_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -364,5 +366,47 @@ func TestRelayRestart(t *testing.T) {
 	c.start("relay-a")
 	for _, name := range []string{"relay-a", "a1", "a2"} {
 		eventually(t, name+" back online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
+	}
+}
+
+// TestJoinWhileTheParentRestarts: a node joins while its parent is down
+// for a moment (restarting, on the same address): the first dials fail,
+// after which libp2p holds dials to that peer off for 5 s and more, yet
+// the join's later tries dial it again and join once it is back.
+func TestJoinWhileTheParentRestarts(t *testing.T) {
+	c := newCluster(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("/ip4/127.0.0.1/tcp/%d", ln.Addr().(*net.TCPAddr).Port)
+	ln.Close()
+	c.tweak = func(cfg *config.Config) { cfg.Listen = []string{addr} }
+	c.root("server", cert.RoleServer, 0)
+	c.tweak = nil
+	tok := c.token("server", "server", cert.RoleClient, "a")
+	c.nodes["server"].Close()
+	delete(c.nodes, "server")
+
+	back := make(chan error, 1)
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		n, err := node.Open(context.Background(), c.home("server"), node.Options{NoAPI: true, Logger: quiet()})
+		if err == nil {
+			if err = n.Start(context.Background()); err != nil {
+				n.Close()
+			}
+		}
+		if err == nil {
+			c.nodes["server"] = n // read only after <-back
+		}
+		back <- err
+	}()
+	_, jerr := node.Join(context.Background(), c.home("b1"), node.JoinOptions{Token: tok, Listen: loopback})
+	if err := <-back; err != nil {
+		t.Fatalf("restart the server: %v", err)
+	}
+	if jerr != nil {
+		t.Fatalf("join while the parent restarts: %v", jerr)
 	}
 }

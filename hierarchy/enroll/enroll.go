@@ -257,7 +257,14 @@ func Join(ctx context.Context, h host.Host, tokenText string) (Joined, error) {
 	// lost; a refusal is final.
 	var resp enrollResp
 	for attempt := 0; ; attempt++ {
-		resp, err = enrollOnce(ctx, h, tok, tokenText)
+		actx := ctx
+		if attempt > 0 {
+			// libp2p holds dials to a peer whose last dial failed off for
+			// 5 s and more: a parent that was restarting would be back,
+			// and these tries would not dial it.
+			actx = network.WithForceDirectDial(ctx, "join: try again")
+		}
+		resp, err = enrollOnce(actx, h, tok, tokenText)
 		var refused *wire.RemoteError
 		if err == nil || errors.As(err, &refused) || attempt == joinAttempts-1 || ctx.Err() != nil {
 			break
