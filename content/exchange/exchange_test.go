@@ -59,6 +59,16 @@ func connect(t *testing.T, a, b *node) { membertest.Connect(t, a.Node, b.Node) }
 
 func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 	t.Helper()
+	c, data := randomBlock(t, size)
+	if err := st.Put(context.Background(), c, data); err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// randomBlock is a block of size random bytes, and its CID.
+func randomBlock(t *testing.T, size int) (cid.Cid, []byte) {
+	t.Helper()
 	data := make([]byte, size)
 	if _, err := rand.Read(data); err != nil {
 		t.Fatal(err)
@@ -67,10 +77,20 @@ func putRandom(t *testing.T, st *blocks.Store, size int) cid.Cid {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.Put(context.Background(), c, data); err != nil {
-		t.Fatal(err)
+	return c, data
+}
+
+// putLater is an Upstream for *server that stores block c (data) there d
+// after it is asked for it, as a slow pull-through would.
+func putLater(server **node, c cid.Cid, data []byte, d time.Duration) func(context.Context, member.Peer, []cid.Cid) error {
+	return func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
+		select {
+		case <-time.After(d):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return (*server).store.Put(ctx, c, data)
 	}
-	return c
 }
 
 func ask(t *testing.T, ctx context.Context, from, to *node, cids ...cid.Cid) network.Stream {
@@ -584,20 +604,14 @@ func TestWaitingAnswerBeats(t *testing.T) {
 	const stuck = time.Second
 	tests := []struct {
 		name string
-		cfg  func(server **node, data []byte, c *cid.Cid) Config
+		held bool // the server holds the block from the start
+		cfg  func(server **node, c cid.Cid, data []byte) Config
 	}{
-		{"pull-through", func(server **node, data []byte, c *cid.Cid) Config {
-			return Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
-				select {
-				case <-time.After(3 * stuck):
-				case <-ctx.Done():
-					return ctx.Err()
-				}
-				return (*server).store.Put(ctx, *c, data)
-			}}
+		{"pull-through", false, func(server **node, c cid.Cid, data []byte) Config {
+			return Config{Upstream: putLater(server, c, data, 3*stuck)}
 		}},
-		{"rate limit", func(server **node, data []byte, c *cid.Cid) Config {
-			// 64 KiB at 16 KiB/s: about 4 s of waits between its steps.
+		{"rate limit", true, func(**node, cid.Cid, []byte) Config {
+			// 64 KiB at 16 KiB/s: about 3 s of waits between its steps.
 			lim := ratelimit.New(16<<10, nil)
 			return Config{ServeLimit: func(member.Peer) *ratelimit.Limiter { return lim }}
 		}},
@@ -606,17 +620,10 @@ func TestWaitingAnswerBeats(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			o := certtest.NewOrg(t)
 			rn := o.RootNode(t)
-			data := make([]byte, 64<<10)
-			if _, err := rand.Read(data); err != nil {
-				t.Fatal(err)
-			}
-			c, err := blocks.CID(cid.Raw, data)
-			if err != nil {
-				t.Fatal(err)
-			}
+			c, data := randomBlock(t, 64<<10)
 			var server *node
-			server = startWith(t, o, rn, tt.cfg(&server, data, &c))
-			if tt.name == "rate limit" {
+			server = startWith(t, o, rn, tt.cfg(&server, c, data))
+			if tt.held {
 				if err := server.store.Put(context.Background(), c, data); err != nil {
 					t.Fatal(err)
 				}
@@ -639,23 +646,9 @@ func TestWaitingAnswerBeats(t *testing.T) {
 func TestNoBeatsToOlderAskers(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
-	data := make([]byte, 1<<10)
-	if _, err := rand.Read(data); err != nil {
-		t.Fatal(err)
-	}
-	c, err := blocks.CID(cid.Raw, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, data := randomBlock(t, 1<<10)
 	var server *node
-	server = startWith(t, o, rn, Config{Upstream: func(ctx context.Context, _ member.Peer, _ []cid.Cid) error {
-		select {
-		case <-time.After(time.Second):
-		case <-ctx.Done():
-			return ctx.Err()
-		}
-		return server.store.Put(ctx, c, data)
-	}})
+	server = startWith(t, o, rn, Config{Upstream: putLater(&server, c, data, time.Second)})
 	client := start(t, o, o.Child(t, rn, cert.RoleRelay, "a"), nil)
 	connect(t, client, server)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
