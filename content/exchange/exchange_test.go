@@ -168,14 +168,7 @@ func TestOneBlockAtATimeToAPeer(t *testing.T) {
 func TestBlockGoesOutWhenStored(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
-	data := make([]byte, 64<<10)
-	if _, err := rand.Read(data); err != nil {
-		t.Fatal(err)
-	}
-	c, err := blocks.CID(cid.Raw, data)
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, data := randomBlock(t, 64<<10)
 	held := make(chan struct{}) // the pull-through's other blocks never come
 	t.Cleanup(func() { close(held) })
 	var server *node
