@@ -214,7 +214,8 @@ func (r *idleReader) watch() {
 }
 
 // noteStuck records that a request to p failed with ErrStuck (and
-// forgets the peers that were stuck longer ago than stuckFor).
+// forgets the peers that were stuck longer ago than stuckFor), and holds
+// p off as a sibling to be pointed to (HoldOff).
 func (s *Service) noteStuck(p peer.ID) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -225,6 +226,7 @@ func (s *Service) noteStuck(p peer.ID) {
 			"peer", p, "stuck", s.cfg.Stuck)
 	}
 	s.stuck[p] = now
+	s.failedHolder[p] = now // as HoldOff: the parent's pointers to it are not followed
 }
 
 // WasStuck says whether a request to p failed with ErrStuck within the

@@ -13,6 +13,7 @@
 #   scripts/bench/wan.sh -no-http -qlog   # also each WAN connection's wire bytes, congestion window and RTT (quic-go's qlogs)
 #   scripts/bench/wan.sh -no-http -late-relay 20s   # the last site's relay stopped from just before the job until 20 s after
 #   scripts/bench/wan.sh -no-http -stall-relay 20s  # the last site's relay stopped 2 s into the job, for 20 s
+#   scripts/bench/wan.sh -no-http -hang-relay-disk 3m  # the last site's relay's disk stops answering 2 s into the job, for 3 min
 #   scripts/bench/wan.sh -sites 3 -clients 10 -server-up 50 -site-up 20 -size 64 -timeout 10m
 #   scripts/bench/wan.sh -h               # every flag
 # Everything it creates (namespaces wan-XXXXXX-*, processes, the work

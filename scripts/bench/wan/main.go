@@ -43,6 +43,7 @@ type options struct {
 	notBefore      time.Duration
 	lateRelay      time.Duration
 	stallRelay     time.Duration
+	hangDisk       time.Duration
 	timeout        time.Duration
 	quick, resume  bool
 	noHTTP         bool
@@ -66,6 +67,7 @@ func parse(args []string) (options, error) {
 	fs.DurationVar(&o.notBefore, "not-before", 0, "clients start this long after the job is created (relays prefetch at once): shows the relays' own exchange")
 	fs.DurationVar(&o.lateRelay, "late-relay", 0, "the last site's relay is stopped (SIGSTOP) just before the job is created and continued this long after: a relay late to the job")
 	fs.DurationVar(&o.stallRelay, "stall-relay", 0, fmt.Sprintf("the last site's relay is stopped (SIGSTOP) %s after the job is created, as its siblings count on it for its share, and continued this long after: a relay that stalls", stallAfter))
+	fs.DurationVar(&o.hangDisk, "hang-relay-disk", 0, fmt.Sprintf("the last site's relay keeps its blocks on a disk (a FUSE file system) that stops answering %s after the job is created, for this long: the relay lives on, its reads and writes of blocks hang", stallAfter))
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Minute, "give up after this long, cleaning up")
 	fs.BoolVar(&o.quick, "quick", false, "a quick check: 8 MiB (24 with -resume), 2 clients per site (unless set)")
 	fs.BoolVar(&o.resume, "resume", false, "instead: kill a client at 50% of its fetch, restart it, count bytes fetched again")
@@ -102,8 +104,10 @@ func parse(args []string) (options, error) {
 		return o, errors.New("-server-up and -site-up must be positive, -lan and -site-down at least 0")
 	case o.sizeMiB <= 0:
 		return o, errors.New("-size must be positive")
-	case o.lateRelay < 0 || o.stallRelay < 0 || (o.lateRelay > 0 && o.stallRelay > 0):
-		return o, errors.New("-late-relay and -stall-relay cannot be negative, and only one of them may be set")
+	case o.lateRelay < 0 || o.stallRelay < 0 || o.hangDisk < 0:
+		return o, errors.New("-late-relay, -stall-relay and -hang-relay-disk cannot be negative")
+	case (o.lateRelay > 0 && o.stallRelay > 0) || (o.hangDisk > 0 && o.lateRelay+o.stallRelay > 0):
+		return o, errors.New("only one of -late-relay, -stall-relay and -hang-relay-disk may be set")
 	case o.transport != "both" && o.transport != "tcp" && o.transport != "quic":
 		return o, errors.New("-transport must be both, tcp or quic")
 	case o.jobType != "transfer" && o.jobType != "install":
@@ -159,6 +163,8 @@ func subcommand(name string, args []string) (bool, error) {
 		return true, serveHTTP(args)
 	case "get-http":
 		return true, getHTTP(args)
+	case "freezefs":
+		return true, freezeFS(args)
 	case "cleanup":
 		fs := flag.NewFlagSet("cleanup", flag.ExitOnError)
 		dir := fs.String("dir", "", "work directory")
@@ -205,7 +211,7 @@ func bench(ctx context.Context, o options) (err error) {
 	if err != nil {
 		return err
 	}
-	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, o.transport, o.qlog, l)
+	c, err = buildCluster(ctx, t, o.bin, o.dir, o.logLevel, o.transport, o.qlog, o.hangDisk > 0, l)
 	if err != nil {
 		return err
 	}

@@ -38,6 +38,7 @@ type cluster struct {
 	relays   []*node   // by site
 	clients  [][]*node // by site
 	byPeer   map[string]*node
+	disk     *frozenDisk // the last relay's block store, with -hang-relay-disk
 }
 
 func (c *cluster) all() []*node {
@@ -162,7 +163,9 @@ func (c *cluster) stopAll() {
 // buildCluster enrolls every node with a real one-time token and starts
 // it: the server, then each site's relay (token from the server), then its
 // clients (tokens from the relay).
-func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport string, qlog bool, l *ledger) (*cluster, error) {
+// With freezable, the last site's relay keeps its block store on a
+// freezefs (c.disk).
+func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport string, qlog, freezable bool, l *ledger) (*cluster, error) {
 	c := &cluster{bin: bin, dir: dir, logLevel: logLevel, qlog: qlog, l: l, byPeer: map[string]*node{}}
 	listen := func(ip string) []string {
 		var out []string
@@ -191,6 +194,13 @@ func buildCluster(ctx context.Context, t *topo, bin, dir, logLevel, transport st
 		}
 		if err := c.swdist(ctx, relay, nil, append([]string{"join", tok.Token}, listen(relay.ip)...)...); err != nil {
 			return c, err
+		}
+		if freezable && i == len(t.nodes)-1 {
+			d, err := mountFreezable(ctx, filepath.Join(relay.home, "blocks"), l)
+			if err != nil {
+				return c, err
+			}
+			c.disk = d
 		}
 		if err := c.start(ctx, relay); err != nil {
 			return c, err

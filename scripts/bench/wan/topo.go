@@ -70,7 +70,7 @@ func cleanup(dir string, grace time.Duration) error {
 		return err
 	}
 	var pids []int
-	var spaces []string
+	var spaces, mounts []string
 	sc := bufio.NewScanner(bytes.NewReader(data))
 	for sc.Scan() {
 		kind, value, _ := strings.Cut(sc.Text(), " ")
@@ -81,6 +81,8 @@ func cleanup(dir string, grace time.Duration) error {
 			}
 		case "netns":
 			spaces = append(spaces, value)
+		case "mount":
+			mounts = append(mounts, value)
 		}
 	}
 	ours := func(pid int) bool {
@@ -103,6 +105,11 @@ func cleanup(dir string, grace time.Duration) error {
 		_ = syscall.Kill(p, syscall.SIGKILL)
 	}
 	var errs []string
+	for _, m := range mounts {
+		if err := unmount(m); err != nil {
+			errs = append(errs, err.Error())
+		}
+	}
 	for i := len(spaces) - 1; i >= 0; i-- {
 		ns := spaces[i]
 		if _, err := os.Stat("/run/netns/" + ns); err != nil {
