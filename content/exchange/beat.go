@@ -106,6 +106,10 @@ type lastHeard struct {
 	// cannot come, beats included, until they end: the peer is not
 	// silent meanwhile, this node is slow.
 	waits atomic.Int64
+	// stuck: a request's watchdog found the peer stuck. The others
+	// reading from it fail too: what the peer sends them comes on the
+	// same connection, and no byte of it came for Stuck.
+	stuck atomic.Bool
 	users int // open requests that read it; s.mu
 }
 
@@ -143,9 +147,10 @@ func (s *Service) clock() int64 { return int64(time.Since(s.made)) + 1 }
 // An idleReader reads a request's answer while a watchdog checks, every
 // stuck/4, how long its reads have waited with nothing from the peer: once
 // that is stuck, the read under way is ended (its deadline set to now) and
-// fails with ErrStuck. Time the asker spends between reads of any answer
-// of the peer's (its own rate limit, its disk: lastHeard.waits) does not
-// count.
+// fails with ErrStuck, and so do the reads of the node's other requests
+// to the peer (lastHeard.stuck). Time the asker spends between reads of
+// any answer of the peer's (its own rate limit, its disk: lastHeard.waits)
+// does not count.
 type idleReader struct {
 	str     network.Stream
 	peer    *lastHeard
@@ -203,10 +208,13 @@ func (r *idleReader) watch() {
 			r.peer.at.Store(now) // this node holds the answers up
 			continue
 		}
-		since := r.reading.Load()
-		if since == 0 || time.Duration(now-max(since, r.peer.at.Load())) < r.stuck {
+		since, heard := r.reading.Load(), r.peer.at.Load()
+		// Another request found the peer stuck, and nothing came since.
+		found := r.peer.stuck.Load() && time.Duration(now-heard) >= every
+		if since == 0 || (!found && time.Duration(now-max(since, heard)) < r.stuck) {
 			continue
 		}
+		r.peer.stuck.Store(true)
 		r.isStuck.Store(true)
 		_ = r.str.SetReadDeadline(time.Now())
 		return

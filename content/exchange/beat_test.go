@@ -129,3 +129,32 @@ func TestIdleReader(t *testing.T) {
 		})
 	}
 }
+
+// TestStuckForAll: once one request's watchdog found the peer stuck, the
+// reads of the node's other requests to it fail too, however recently
+// they began.
+func TestStuckForAll(t *testing.T) {
+	const stuck = 400 * time.Millisecond
+	base := time.Now()
+	clock := func() int64 { return int64(time.Since(base)) + 1 }
+	peer := &lastHeard{}
+	first := watchIdle(newFakeStream(), peer, clock, stuck)
+	defer first.close()
+	if _, err := first.Read(make([]byte, 1)); !errors.Is(err, ErrStuck) {
+		t.Fatalf("first request: %v; want ErrStuck", err)
+	}
+	// A later request to the same peer: with 20 s of its own, it fails
+	// at its watchdog's first look, 5 s on.
+	later := watchIdle(newFakeStream(), peer, clock, 20*time.Second)
+	defer later.close()
+	done := make(chan error, 1)
+	go func() { _, err := later.Read(make([]byte, 1)); done <- err }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, ErrStuck) {
+			t.Fatalf("later request: %v; want ErrStuck", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the later request to a peer found stuck still waits after half its Stuck")
+	}
+}

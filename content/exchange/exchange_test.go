@@ -587,6 +587,9 @@ func TestStuckPeerFails(t *testing.T) {
 	if n := b.svc.GaveUp()[a.H.ID()]; n != 0 {
 		t.Errorf("b gave a up %d times, though a answers pings", n)
 	}
+	if !b.svc.WasStuck(a.H.ID()) || b.svc.holderOK(a.H.ID()) {
+		t.Errorf("a, stuck: WasStuck %v, and a parent's pointers to it followed %v; want true, false", b.svc.WasStuck(a.H.ID()), b.svc.holderOK(a.H.ID()))
+	}
 }
 
 // TestWaitingAnswerBeats: an answer that waits longer than the asker's
