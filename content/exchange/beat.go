@@ -106,10 +106,11 @@ type lastHeard struct {
 	// cannot come, beats included, until they end: the peer is not
 	// silent meanwhile, this node is slow.
 	waits atomic.Int64
-	// stuck: a request's watchdog found the peer stuck. The others
-	// reading from it fail too: what the peer sends them comes on the
-	// same connection, and no byte of it came for Stuck.
-	stuck atomic.Bool
+	// stuck is when (clock) a request's watchdog found the peer stuck,
+	// 0 if none did. The others reading from it fail too while nothing
+	// came since: what the peer sends them comes on the same connection,
+	// and no byte of it came for Stuck.
+	stuck atomic.Int64
 	users int // open requests that read it; s.mu
 }
 
@@ -202,6 +203,8 @@ func (r *idleReader) watch() {
 			if v := r.reading.Load(); v != 0 {
 				r.reading.CompareAndSwap(v, now)
 			}
+			last = now
+			continue
 		}
 		last = now
 		if r.peer.waits.Load() > 0 {
@@ -210,11 +213,12 @@ func (r *idleReader) watch() {
 		}
 		since, heard := r.reading.Load(), r.peer.at.Load()
 		// Another request found the peer stuck, and nothing came since.
-		found := r.peer.stuck.Load() && time.Duration(now-heard) >= every
+		at := r.peer.stuck.Load()
+		found := at != 0 && heard < at
 		if since == 0 || (!found && time.Duration(now-max(since, heard)) < r.stuck) {
 			continue
 		}
-		r.peer.stuck.Store(true)
+		r.peer.stuck.Store(now)
 		r.isStuck.Store(true)
 		_ = r.str.SetReadDeadline(time.Now())
 		return

@@ -20,9 +20,11 @@ import (
 
 // A disk that stops answering, for -hang-relay-disk: the relay's block
 // store is a FUSE file system over a directory beside it (go-fuse's
-// loopback), every operation of which waits while it is frozen, as on a
-// disk whose controller stopped answering: the relay's process lives on
-// and answers pings, and its reads and writes of blocks never return.
+// loopback, without passthrough, so that reads and writes go through it
+// too), every operation of which but those that let go of a file
+// (release, forget) waits while it is frozen, as on a disk whose
+// controller stopped answering: the relay's process lives on and answers
+// pings, and its reads and writes of blocks never return.
 // The subcommand freezefs serves it; SIGUSR1 freezes it, SIGUSR2 thaws
 // it, SIGTERM thaws and unmounts it.
 
@@ -89,6 +91,51 @@ func (g gatedFS) ReadDirPlus(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEn
 	return g.RawFileSystem.ReadDirPlus(c, in, out)
 }
 
+func (g gatedFS) Writev(c <-chan struct{}, in *fuse.WriteIn, data [][]byte) (uint32, fuse.Status) {
+	defer g.wait()()
+	return g.RawFileSystem.Writev(c, in, data)
+}
+
+func (g gatedFS) Flush(c <-chan struct{}, in *fuse.FlushIn) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.Flush(c, in)
+}
+
+func (g gatedFS) OpenDir(c <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.OpenDir(c, in, out)
+}
+
+func (g gatedFS) ReadDir(c <-chan struct{}, in *fuse.ReadIn, out *fuse.DirEntryList) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.ReadDir(c, in, out)
+}
+
+func (g gatedFS) SetAttr(c <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.SetAttr(c, in, out)
+}
+
+func (g gatedFS) Access(c <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.Access(c, in)
+}
+
+func (g gatedFS) Rmdir(c <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.Rmdir(c, h, name)
+}
+
+func (g gatedFS) FsyncDir(c <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.FsyncDir(c, in)
+}
+
+func (g gatedFS) StatFs(c <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	defer g.wait()()
+	return g.RawFileSystem.StatFs(c, h, out)
+}
+
 // freezeFS serves the subcommand freezefs: -backing DIR -mount DIR.
 func freezeFS(args []string) error {
 	f := flag.NewFlagSet("freezefs", flag.ExitOnError)
@@ -107,7 +154,8 @@ func freezeFS(args []string) error {
 	zero := time.Duration(0)
 	raw := fs.NewNodeFS(root, &fs.Options{EntryTimeout: &zero, AttrTimeout: &zero, NegativeTimeout: &zero})
 	var gate sync.RWMutex
-	srv, err := fuse.NewServer(gatedFS{RawFileSystem: raw, gate: &gate}, *mnt, &fuse.MountOptions{DirectMount: true, FsName: "wanbench-freezefs"})
+	srv, err := fuse.NewServer(gatedFS{RawFileSystem: raw, gate: &gate}, *mnt, &fuse.MountOptions{DirectMount: true, FsName: "wanbench-freezefs",
+		DisabledCapabilities: fuse.CAP_PASSTHROUGH})
 	if err != nil {
 		return fmt.Errorf("freezefs: mount %s: %w", *mnt, err)
 	}
@@ -115,9 +163,9 @@ func freezeFS(args []string) error {
 	if err := srv.WaitMount(); err != nil {
 		return fmt.Errorf("freezefs: mount %s: %w", *mnt, err)
 	}
-	fmt.Println("mounted")
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGUSR1, syscall.SIGUSR2, syscall.SIGTERM, syscall.SIGINT)
+	fmt.Println("mounted")
 	frozen := false
 	for s := range sigs {
 		switch {
@@ -196,14 +244,47 @@ func mountFreezable(ctx context.Context, dir string, l *ledger) (*frozenDisk, er
 	return &frozenDisk{cmd: cmd, mnt: dir}, nil
 }
 
-func (d *frozenDisk) freeze() error { return d.cmd.Process.Signal(syscall.SIGUSR1) }
-func (d *frozenDisk) thaw() error   { return d.cmd.Process.Signal(syscall.SIGUSR2) }
+// freezeFor freezes the disk after delay and thaws it d after that;
+// end, for the end of the run whatever happens, thaws it at once and
+// keeps it from being frozen if it is not yet. frozen, if set, is told
+// how the freeze went.
+func (d *frozenDisk) freezeFor(delay, dur time.Duration, frozen func(error)) (end func()) {
+	var (
+		mu    sync.Mutex
+		ended bool
+		thaw  *time.Timer
+	)
+	later := time.AfterFunc(delay, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if ended {
+			return
+		}
+		err := d.cmd.Process.Signal(syscall.SIGUSR1)
+		if err == nil {
+			thaw = time.AfterFunc(dur, func() { _ = d.cmd.Process.Signal(syscall.SIGUSR2) })
+		}
+		if frozen != nil {
+			frozen(err)
+		}
+	})
+	return func() {
+		later.Stop()
+		mu.Lock()
+		defer mu.Unlock()
+		ended = true
+		if thaw != nil {
+			thaw.Stop()
+		}
+		_ = d.cmd.Process.Signal(syscall.SIGUSR2)
+	}
+}
 
 // unmount is what cleanup does for a mount the ledger names: lazily, as
 // the node may still hold files there.
 func unmount(dir string) error {
-	if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil && !strings.Contains(string(out), "not mounted") {
-		return fmt.Errorf("umount %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+	if err := syscall.Unmount(dir, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+		return fmt.Errorf("unmount %s: %w", dir, err)
 	}
 	return nil
 }

@@ -11,8 +11,9 @@
 //
 // Subcommands used by wan.sh and by the benchmark itself:
 //
-//	wan cleanup -dir D      end the processes, delete the namespaces of D's ledger
+//	wan cleanup -dir D      end the processes, unmount the mounts, delete the namespaces of D's ledger
 //	wan deadline [flags]    seconds wan.sh allows the whole run
+//	wan freezefs ...        -hang-relay-disk's disk that stops answering (freezefs.go)
 //	wan serve-http ...      the baseline's file server (in the server's namespace)
 //	wan get-http ...        one baseline download (in a client's namespace)
 package main

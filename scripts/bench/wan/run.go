@@ -171,15 +171,14 @@ func runJob(ctx context.Context, o options, t *topo, c *cluster, key string, p p
 	}
 	if o.hangDisk > 0 {
 		relay := c.relays[len(c.relays)-1]
-		thaw := time.AfterFunc(time.Until(t0.Add(stallAfter))+o.hangDisk, func() { _ = c.disk.thaw() })
-		freeze := time.AfterFunc(time.Until(t0.Add(stallAfter)), func() {
-			if err := c.disk.freeze(); err != nil {
+		end := c.disk.freezeFor(time.Until(t0.Add(stallAfter)), o.hangDisk, func(err error) {
+			if err != nil {
 				fmt.Println("  ", err)
 				return
 			}
 			fmt.Printf("  %5.2f s  %s's disk stopped answering; it answers again %s after\n", time.Since(t0).Seconds(), relay.name, o.hangDisk)
 		})
-		defer func() { freeze.Stop(); thaw.Stop(); _ = c.disk.thaw() }()
+		defer end()
 	}
 	last, lastAt := before, t0
 	lastCPU := readCPU()

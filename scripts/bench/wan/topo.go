@@ -61,7 +61,7 @@ func (l *ledger) add(kind, value string) {
 // cleanup ends the processes and deletes the namespaces of the ledger in
 // dir: processes first (SIGTERM, then SIGKILL after grace), only those
 // whose command line still names dir (so a reused pid is never touched),
-// then the namespaces, last created first.
+// then the mounts (lazily), then the namespaces, last created first.
 func cleanup(dir string, grace time.Duration) error {
 	data, err := os.ReadFile(filepath.Join(dir, "created"))
 	if os.IsNotExist(err) {
