@@ -115,8 +115,11 @@ type lastHeard struct {
 }
 
 // busy marks one of this node's waits between reads of the peer's answers
-// until the returned func is called.
+// until the returned func is called (a nil l: a request not watched).
 func (l *lastHeard) busy() (end func()) {
+	if l == nil {
+		return func() {}
+	}
 	l.waits.Add(1)
 	return func() { l.waits.Add(-1) }
 }
@@ -230,7 +233,6 @@ func (r *idleReader) watch() {
 // p off as a sibling to be pointed to (HoldOff).
 func (s *Service) noteStuck(p peer.ID) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	now := time.Now()
 	maps.DeleteFunc(s.stuck, func(_ peer.ID, at time.Time) bool { return now.Sub(at) >= stuckFor })
 	if _, ok := s.stuck[p]; !ok {
@@ -238,7 +240,8 @@ func (s *Service) noteStuck(p peer.ID) {
 			"peer", p, "stuck", s.cfg.Stuck)
 	}
 	s.stuck[p] = now
-	s.failedHolder[p] = now // as HoldOff: the parent's pointers to it are not followed
+	s.mu.Unlock()
+	s.HoldOff(p)
 }
 
 // WasStuck says whether a request to p failed with ErrStuck within the

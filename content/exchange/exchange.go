@@ -731,13 +731,14 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 	v11 := v12 || str.Protocol() == ProtocolV11
 	var rd io.Reader = str
 	w := want{CIDs: make([][]byte, len(group)), Force: force && v11, Pointed: pointed && v11}
-	busy := func() func() { return func() {} } // this node's own waits between reads (see beat.go)
+	var last *lastHeard // of a request watched (see beat.go)
 	if v12 && (s.cfg.MayGiveUp == nil || s.cfg.MayGiveUp(p)) {
-		last, done := s.heardFrom(p)
+		var done func()
+		last, done = s.heardFrom(p)
 		defer done()
 		ir := watchIdle(str, last, s.clock, s.cfg.Stuck)
 		defer ir.close()
-		rd, busy = ir, last.busy
+		rd = ir
 		w.Beat = (s.cfg.Stuck / 4).Milliseconds()
 	}
 	wanted := map[string]bool{}
@@ -797,7 +798,7 @@ func (s *Service) fetchGroup(ctx context.Context, p peer.ID, group []cid.Cid, fo
 		}
 		// Pacing what is read paces the sender too: the stream's window
 		// fills and it waits.
-		idle := busy()
+		idle := last.busy() // this node's own waits between reads
 		werr := lim.Wait(ctx, len(r.Data))
 		var perr error
 		if werr == nil {

@@ -42,17 +42,25 @@ func start(t *testing.T, o certtest.Org, n certtest.Node, remote func(member.Pee
 func startWith(t *testing.T, o certtest.Org, n certtest.Node, cfg Config) *node {
 	t.Helper()
 	mn := membertest.Start(t, o, n)
-	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := openStore(t)
 	cfg.Member, cfg.Store, cfg.Logger = mn.M, st, membertest.Quiet()
 	cfg.BytesIn = func(p peer.ID) int64 { return mn.BW.GetBandwidthForPeer(p).TotalIn }
 	s := New(mn.H, cfg)
 	s.Start()
 	t.Cleanup(s.Close)
 	return &node{Node: mn, store: st, svc: s}
+}
+
+// openStore opens a block store in a temporary directory, closed at the
+// test's end.
+func openStore(t *testing.T) *blocks.Store {
+	t.Helper()
+	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { st.Close() })
+	return st
 }
 
 func connect(t *testing.T, a, b *node) { membertest.Connect(t, a.Node, b.Node) }
@@ -674,13 +682,7 @@ func TestAskingAnOlderPeer(t *testing.T) {
 	o := certtest.NewOrg(t)
 	rn := o.RootNode(t)
 	// A member with a store, and no Service: only the handler below.
-	older := &node{Node: membertest.Start(t, o, rn)}
-	st, err := blocks.Open(filepath.Join(t.TempDir(), "blocks"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
-	older.store = st
+	older := &node{Node: membertest.Start(t, o, rn), store: openStore(t)}
 	x := putRandom(t, older.store, 1<<10)
 	type wantV11 struct { // want as 1.1.0 knows it
 		CIDs    [][]byte `cbor:"0,keyasint"`
