@@ -244,40 +244,11 @@ func mountFreezable(ctx context.Context, dir string, l *ledger) (*frozenDisk, er
 	return &frozenDisk{cmd: cmd, mnt: dir}, nil
 }
 
-// freezeFor freezes the disk after delay and thaws it d after that;
-// end, for the end of the run whatever happens, thaws it at once and
-// keeps it from being frozen if it is not yet. frozen, if set, is told
-// how the freeze went.
+// freezeFor freezes the disk after delay and thaws it d after that, as
+// stopFor does a process (signalFor).
 func (d *frozenDisk) freezeFor(delay, dur time.Duration, frozen func(error)) (end func()) {
-	var (
-		mu    sync.Mutex
-		ended bool
-		thaw  *time.Timer
-	)
-	later := time.AfterFunc(delay, func() {
-		mu.Lock()
-		defer mu.Unlock()
-		if ended {
-			return
-		}
-		err := d.cmd.Process.Signal(syscall.SIGUSR1)
-		if err == nil {
-			thaw = time.AfterFunc(dur, func() { _ = d.cmd.Process.Signal(syscall.SIGUSR2) })
-		}
-		if frozen != nil {
-			frozen(err)
-		}
-	})
-	return func() {
-		later.Stop()
-		mu.Lock()
-		defer mu.Unlock()
-		ended = true
-		if thaw != nil {
-			thaw.Stop()
-		}
-		_ = d.cmd.Process.Signal(syscall.SIGUSR2)
-	}
+	end, _ = signalFor(d.cmd.Process, "freeze "+d.mnt, syscall.SIGUSR1, syscall.SIGUSR2, delay, dur, frozen)
+	return end
 }
 
 // unmount is what cleanup does for a mount the ledger names: lazily, as

@@ -694,41 +694,48 @@ const stallAfter = 2 * time.Second
 // end of the run whatever happens, continues it at once if it is stopped
 // and keeps it from being stopped if it is not yet.
 func stopFor(n *node, delay, d time.Duration, stopped func(error)) (cont func(), err error) {
-	p := n.cmd.Process
+	return signalFor(n.cmd.Process, "stop "+n.name, syscall.SIGSTOP, syscall.SIGCONT, delay, d, stopped)
+}
+
+// signalFor sends p on after delay and off d after that, as stopFor
+// describes (what names the sending of on in its error); end, for the
+// end of the run, sends off at once if on went and off is still to go,
+// and keeps on from going if it has not yet.
+func signalFor(p *os.Process, what string, on, off os.Signal, delay, d time.Duration, told func(error)) (end func(), err error) {
 	var (
-		mu     sync.Mutex
-		ended  bool
-		resume *time.Timer
+		mu    sync.Mutex
+		ended bool
+		undo  *time.Timer
 	)
-	// stop says whether the run had ended already (then it does nothing).
-	stop := func() (late bool, err error) {
+	// send says whether the run had ended already (then it does nothing).
+	send := func() (late bool, err error) {
 		mu.Lock()
 		defer mu.Unlock()
 		if ended {
 			return true, nil
 		}
-		if err := p.Signal(syscall.SIGSTOP); err != nil {
-			return false, fmt.Errorf("stop %s: %w", n.name, err)
+		if err := p.Signal(on); err != nil {
+			return false, fmt.Errorf("%s: %w", what, err)
 		}
-		resume = time.AfterFunc(d, func() { _ = p.Signal(syscall.SIGCONT) })
+		undo = time.AfterFunc(d, func() { _ = p.Signal(off) })
 		return false, nil
 	}
-	end := func() {
+	finish := func() {
 		mu.Lock()
 		defer mu.Unlock()
 		ended = true
-		if resume != nil && resume.Stop() {
-			_ = p.Signal(syscall.SIGCONT)
+		if undo != nil && undo.Stop() {
+			_ = p.Signal(off)
 		}
 	}
 	if delay <= 0 {
-		_, err := stop()
-		return end, err
+		_, err := send()
+		return finish, err
 	}
 	later := time.AfterFunc(delay, func() {
-		if late, err := stop(); !late && stopped != nil {
-			stopped(err)
+		if late, err := send(); !late && told != nil {
+			told(err)
 		}
 	})
-	return func() { later.Stop(); end() }, nil
+	return func() { later.Stop(); finish() }, nil
 }
