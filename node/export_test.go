@@ -34,3 +34,7 @@ func (n *Node) CopyBlock(ctx context.Context, from *Node, c cid.Cid) error {
 
 // GaveUp counts the times this node gave each peer up for not answering.
 func (n *Node) GaveUp() map[peer.ID]int { return n.exchange.GaveUp() }
+
+// KnowsAncestors says whether this node has learnt, from its parent, the
+// ancestors it would fall back to.
+func (n *Node) KnowsAncestors() bool { return len(n.swarm.Ancestors()) > 0 }

@@ -160,7 +160,8 @@ func onlineIn(n *node.Node, id peer.ID) bool {
 }
 
 // oneClient builds server → relay-a → a1 in c (its tweaks set) and waits
-// until they are online.
+// until they are online and a1 knows the server as its ancestor (whom it
+// falls back to, and without whom its relay is its only source).
 func (c *cluster) oneClient() {
 	c.t.Helper()
 	c.root("server", cert.RoleServer, 0)
@@ -169,6 +170,7 @@ func (c *cluster) oneClient() {
 	for _, name := range []string{"relay-a", "a1"} {
 		eventually(c.t, name+" online", func() bool { return onlineIn(c.nodes["server"], c.id(name)) })
 	}
+	eventually(c.t, "a1 knows its ancestors", c.nodes["a1"].KnowsAncestors)
 }
 
 // standard builds server → relay-a → {a1, a2}, server → relay-b → b1.
